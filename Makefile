@@ -40,7 +40,7 @@ $(AZURITE):
 $(WBG_RUNNER): Cargo.lock
 	@v=$$(awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,"",$$0); print; exit}' Cargo.lock); \
 	  if [ -x $(WBG_RUNNER) ] && $(WBG_RUNNER) --version 2>/dev/null | grep -q " $$v"; then touch $(WBG_RUNNER); \
-	  else echo "installing wasm-bindgen-cli $$v"; cargo install -q --locked --root $(TOOLS) wasm-bindgen-cli --version $$v; fi
+	  else echo "installing wasm-bindgen-cli $$v"; cargo install -q --root $(TOOLS) wasm-bindgen-cli --version $$v; fi
 
 deps: rust-targets $(VENV)/.ok $(AZURITE)
 

@@ -327,7 +327,7 @@ impl Gateway {
         let de = &mut serde_json::Deserializer::from_slice(json);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "configuration".to_string() } else { path };
+            let field = if path == "." || path == "?" || path.is_empty() { "configuration".to_string() } else { path };
             // serde_json's messages never echo values, only names and positions.
             ConfigError::new(field, e.into_inner().to_string())
         })?;

@@ -104,14 +104,14 @@ def header_values(req: dict, name: str) -> list[str]:
 # Envoy
 # --------------------------------------------------------------------------------------------
 ACCESS_LOG_FORMAT = (
-    "api=%FILTER_STATE(wasm.mlgate.api:PLAIN)% op=%FILTER_STATE(wasm.mlgate.operation:PLAIN)% "
+    "id=%REQ(X-TEST-ID)% api=%FILTER_STATE(wasm.mlgate.api:PLAIN)% op=%FILTER_STATE(wasm.mlgate.operation:PLAIN)% "
     "sub=%FILTER_STATE(wasm.mlgate.subscription:PLAIN)% product=%FILTER_STATE(wasm.mlgate.product:PLAIN)% "
     "params=%FILTER_STATE(wasm.mlgate.params:PLAIN)% status=%RESPONSE_CODE%\n"
 )
 
 
-def bootstrap(listen: int, admin: int, upstream: int, plugin_config: dict | str, access_log: str,
-              env: dict[str, str] | None = None, wasm: Path = WASM) -> dict:
+def listener(listen: int, plugin_config: dict | str, access_log: str,
+             env: dict[str, str] | None = None, wasm: Path = WASM) -> dict:
     cfg = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     vm_config = {
         "vm_id": "mlgate",
@@ -119,11 +119,11 @@ def bootstrap(listen: int, admin: int, upstream: int, plugin_config: dict | str,
         "code": {"local": {"filename": str(wasm)}},
     }
     if env:
-        vm_config["environment_variables"] = {"key_values": env}
+        # host_env_keys: the VM sees these variables of Envoy's own environment, so their
+        # values never appear in Envoy's configuration (or its config dump).
+        vm_config["environment_variables"] = {"host_env_keys": sorted(env)}
     return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [{
+                "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
                 "name": "gateway",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
                 "filter_chains": [{"filters": [{
@@ -156,7 +156,14 @@ def bootstrap(listen: int, admin: int, upstream: int, plugin_config: dict | str,
                         ],
                     },
                 }]}],
-            }],
+    }
+
+
+def bootstrap(admin: int, upstream: int, listeners: list[dict] | None, lds_path: str | None = None) -> dict:
+    b = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": listeners or [],
             "clusters": [{
                 "name": "azureml", "type": "STATIC", "connect_timeout": "2s",
                 "load_assignment": {"cluster_name": "azureml", "endpoints": [{"lb_endpoints": [{"endpoint": {
@@ -164,11 +171,18 @@ def bootstrap(listen: int, admin: int, upstream: int, plugin_config: dict | str,
             }],
         },
     }
+    if lds_path:
+        b["dynamic_resources"] = {"lds_config": {
+            "path_config_source": {"path": lds_path, "watched_directory": {"path": os.path.dirname(lds_path)}},
+            "resource_api_version": "V3"}}
+    return b
 
 
 class Envoy:
     def __init__(self, plugin_config: dict | str, upstream: int, concurrency: int = 2,
-                 env: dict[str, str] | None = None, wait: bool = True):
+                 env: dict[str, str] | None = None, wait: bool = True, dynamic: bool = False):
+        """dynamic=True serves the listener over LDS from a file, so `reconfigure` can swap the
+        plugin configuration in a running Envoy (the Wasm VM and its shared data are kept)."""
         self.dir = tempfile.mkdtemp(prefix="mlgate-e2e-")
         self.port = free_port()
         self.admin = free_port()
@@ -178,7 +192,11 @@ class Envoy:
         self.access_log = os.path.join(self.dir, "access.log")
         self.log_path = os.path.join(self.dir, "envoy.log")
         self.proc: subprocess.Popen | None = None
-        self.generation = 0
+        self.version = 0
+        self.dynamic = dynamic
+        self.lds_dir = os.path.join(self.dir, "lds")
+        os.makedirs(self.lds_dir)
+        self.lds_path = os.path.join(self.lds_dir, "lds.json")
         self.write_config(plugin_config)
         self.start(wait)
 
@@ -187,15 +205,29 @@ class Envoy:
         return os.path.join(self.dir, "envoy.json")
 
     def write_config(self, plugin_config):
+        lst = listener(self.port, plugin_config, self.access_log, self.env)
+        if self.dynamic:
+            self.write_lds(lst)
+            b = bootstrap(self.admin, self.upstream, None, self.lds_path)
+        else:
+            lst = {k: v for k, v in lst.items() if k != "@type"}
+            b = bootstrap(self.admin, self.upstream, [lst])
         with open(self.config_path, "w") as f:
-            json.dump(bootstrap(self.port, self.admin, self.upstream, plugin_config, self.access_log, self.env), f)
+            json.dump(b, f)
+
+    def write_lds(self, lst: dict):
+        self.version += 1
+        tmp = os.path.join(self.dir, "lds.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump({"version_info": str(self.version), "resources": [lst]}, f)
+        os.rename(tmp, self.lds_path)
 
     def start(self, wait: bool = True):
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [str(ENVOY), "-c", self.config_path, "--concurrency", str(self.concurrency),
-             "--disable-hot-restart", "--log-level", "info", "--component-log-level", "wasm:info"],
-            stdout=self.logf, stderr=subprocess.STDOUT)
+             "--disable-hot-restart", "--file-flush-interval-msec", "20", "--log-level", "info", "--component-log-level", "wasm:info"],
+            stdout=self.logf, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
         if wait:
             wait_port(self.port, 60, self.proc)
             self.wait_ready()
@@ -219,18 +251,20 @@ class Envoy:
         return Path(self.log_path).read_text(errors="replace")
 
     def access_lines(self) -> list[str]:
-        # The file access log is flushed periodically; ask Envoy to reopen (flushes) first.
-        try:
-            admin_post(self.admin, "/reopen_logs")
-        except OSError:
-            pass
-        deadline = time.time() + 5
+        p = Path(self.access_log)
+        return p.read_text().splitlines() if p.exists() else []
+
+    def access_line(self, test_id: str, timeout: float = 10) -> str:
+        """The access-log line of the request sent with `X-Test-Id: test_id` (without the id),
+        once Envoy has flushed it."""
+        deadline = time.time() + timeout
+        prefix = f"id={test_id} "
         while time.time() < deadline:
-            p = Path(self.access_log)
-            if p.exists() and p.read_text().strip():
-                return p.read_text().strip().splitlines()
-            time.sleep(0.1)
-        return []
+            for line in self.access_lines():
+                if line.startswith(prefix):
+                    return line[len(prefix):]
+            time.sleep(0.02)
+        raise TimeoutError(f"no access-log line for {test_id}")
 
     def admin_get(self, path: str) -> str:
         c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
@@ -244,10 +278,23 @@ class Envoy:
                 return int(v)
         return None
 
-    def reconfigure(self, plugin_config):
-        """Swaps the plugin configuration in place: a hot config change Envoy applies without a
-        restart (listener update through an LDS file), so the VM and shared data survive."""
-        raise NotImplementedError
+    def reconfigure(self, plugin_config, expect: str = "success", timeout: float = 30):
+        """Pushes a new plugin configuration over LDS and waits until Envoy applied it
+        (expect="success") or refused it (expect="rejected")."""
+        assert self.dynamic
+        stat = f"listener_manager.lds.update_{expect}"
+        before = self.stat(stat) or 0
+        self.write_lds(listener(self.port, plugin_config, self.access_log, self.env))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if (self.stat(stat) or 0) > before:
+                # A replaced listener drains the old one; wait until only the new one serves.
+                if expect == "success":
+                    while (self.stat("listener_manager.total_listeners_draining") or 0) > 0 and time.time() < deadline:
+                        time.sleep(0.05)
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"LDS update not {expect}")
 
     def request(self, method: str, path: str, headers: dict | list | None = None, body: bytes | None = None,
                 host: str = "gw.example.test"):

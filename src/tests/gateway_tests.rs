@@ -1,0 +1,201 @@
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::support::{demo, gateway, headers};
+use crate::config::Gateway;
+use crate::gateway::{Decision, Forward, HeaderEdit, Request};
+use crate::reply::{Reply, INVALID_KEY, MISSING_KEY};
+use serde_json::json;
+
+const RRS: &str = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true";
+
+fn run<'g>(gw: &'g Gateway, hs: &'g [(String, String)]) -> Decision<'g, 'g> {
+    gw.evaluate(&Request::from_headers(hs))
+}
+
+fn req(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut h = headers(&[(":method", method), (":path", path), (":scheme", "https"), (":authority", "gw.example.com")]);
+    h.extend(headers(extra));
+    h
+}
+
+fn reply(d: Decision<'_, '_>) -> Reply {
+    match d {
+        Decision::Reply(r) => r,
+        other => panic!("expected a reply, got {other:?}"),
+    }
+}
+
+fn forward<'g>(d: Decision<'g, 'g>) -> Forward<'g, 'g> {
+    match d {
+        Decision::Forward(f) => f,
+        other => panic!("expected a forward, got {other:?}"),
+    }
+}
+
+fn message(r: &Reply) -> String {
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["statusCode"], r.status);
+    v["message"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn missing_key_is_401_with_apim_challenge() {
+    let gw = gateway(&demo());
+    let h = req("POST", RRS, &[]);
+    let r = reply(run(&gw, &h));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.body, format!("{{ \"statusCode\": 401, \"message\": \"{MISSING_KEY}\" }}"));
+    assert_eq!(
+        r.headers,
+        vec![(
+            "www-authenticate".to_string(),
+            "AzureApiManagementKey realm=\"https://gw.example.com/azureml-demo\",name=\"Ocp-Apim-Subscription-Key\",type=\"header\"".to_string()
+        )]
+    );
+    // An empty header counts as missing too.
+    let h = req("POST", RRS, &[("ocp-apim-subscription-key", "")]);
+    assert_eq!(message(&reply(run(&gw, &h))), MISSING_KEY);
+    // The challenge names the API's own header.
+    let h = req("GET", "/other/ping/1?v=2&mode=fast", &[]);
+    let r = reply(run(&gw, &h));
+    assert!(r.headers[0].1.contains("realm=\"https://gw.example.com/other\",name=\"X-Key\""), "{:?}", r.headers);
+}
+
+#[test]
+fn invalid_keys_are_401() {
+    let gw = gateway(&demo());
+    for (why, h) in [
+        ("wrong key", req("POST", RRS, &[("ocp-apim-subscription-key", "nope")])),
+        ("suspended subscription", req("POST", RRS, &[("ocp-apim-subscription-key", "carol-1")])),
+        ("product without the API", req("GET", "/other/ping/1?v=2&mode=fast", &[("x-key", "alice-1")])),
+        ("header wins over a valid query key", req("POST", &format!("{RRS}&subscription-key=alice-1"), &[("ocp-apim-subscription-key", "nope")])),
+        ("bad escape in query key", req("POST", &format!("{RRS}&subscription-key=%zz"), &[])),
+    ] {
+        let r = reply(run(&gw, &h));
+        assert_eq!((r.status, message(&r)), (401, INVALID_KEY.to_string()), "{why}");
+        assert!(r.headers.is_empty(), "{why}");
+    }
+}
+
+#[test]
+fn valid_keys_by_header_query_secondary_and_hash() {
+    let gw = gateway(&demo());
+    let h = req("POST", RRS, &[("ocp-apim-subscription-key", "alice-1")]);
+    let f = forward(run(&gw, &h));
+    assert_eq!((f.sub.id.as_str(), f.product.id.as_str(), f.op.id.as_str()), ("alice", "starter", "rrs-execute"));
+    let h = req("POST", &format!("{RRS}&subscription-key=alice-2"), &[]);
+    assert_eq!(forward(run(&gw, &h)).sub.id, "alice");
+    let h = req("POST", &format!("{RRS}&subscription-key=bob%2D1"), &[]);
+    assert_eq!(forward(run(&gw, &h)).sub.id, "bob");
+    let h = req("GET", "/other/ping/7?v=2&mode=fast", &[("x-key", "bob-1")]);
+    let f = forward(run(&gw, &h));
+    assert_eq!(f.params, vec![("id", "7"), ("version", "2")]);
+}
+
+#[test]
+fn unmatched_operations_are_404() {
+    let gw = gateway(&demo());
+    let key = [("ocp-apim-subscription-key", "alice-1")];
+    for (m, p) in [
+        ("GET", RRS),                                                                         // wrong method
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?details=true"),          // no api-version
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0"),       // no details
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=&details=1"), // empty capture
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/score?api-version=2.0"),         // no such path
+        ("PUT", "/azureml-demo/workspaces/ws1/services/svc1/jobs/j1?api-version=2.0"),
+        ("GET", "/azureml-demo"),
+        ("GET", "/other/ping/1?v=2&mode=slow"),                                               // literal mismatch
+        ("GET", "/elsewhere/workspaces/ws1/services/svc1/jobs?api-version=2.0"),               // outside every API
+        ("GET", "/azureml-demoX/workspaces/ws1/services/svc1/jobs/1?api-version=2.0"),        // not a path boundary
+    ] {
+        let r = reply(run(&gw, &req(m, p, &key)));
+        assert_eq!(r.status, 404, "{m} {p}");
+        assert_eq!(r.body, "{ \"statusCode\": 404, \"message\": \"Resource not found\" }");
+    }
+    // 404 comes before the key check, as APIM resolves the operation first.
+    assert_eq!(reply(run(&gw, &req("GET", RRS, &[]))).status, 404);
+}
+
+#[test]
+fn outside_requests_can_pass_through() {
+    let mut cfg = demo();
+    cfg["unmatched_requests"] = json!("pass_through");
+    let gw = gateway(&cfg);
+    assert!(matches!(run(&gw, &req("GET", "/healthz", &[])), Decision::PassThrough));
+    // Under an API path it is still judged.
+    assert_eq!(reply(run(&gw, &req("GET", RRS, &[]))).status, 404);
+}
+
+#[test]
+fn every_preset_operation_matches() {
+    let gw = gateway(&demo());
+    let key = [("ocp-apim-subscription-key", "alice-1")];
+    let base = "/azureml-demo/workspaces/w/services/s";
+    for (m, p, id) in [
+        ("POST", format!("{base}/execute?api-version=2.0&details=true"), "rrs-execute"),
+        ("POST", format!("{base}/jobs?api-version=2.0"), "bes-submit"),
+        ("POST", format!("{base}/jobs/j1/start?api-version=2.0"), "bes-start"),
+        ("GET", format!("{base}/jobs/j1?api-version=2.0"), "bes-status"),
+        ("DELETE", format!("{base}/jobs/j1?api-version=2.0"), "bes-delete"),
+    ] {
+        let h = req(m, &p, &key);
+        let f = forward(run(&gw, &h));
+        assert_eq!(f.op.id, id);
+        assert_eq!(f.param("workspace"), Some("w"));
+        assert_eq!(f.param("apiversion"), Some("2.0"));
+    }
+}
+
+#[test]
+fn upstream_path_strips_suffix_and_key_only() {
+    let gw = gateway(&demo());
+    let p = "/azureml-demo/workspaces/ws1/services/svc1/execute?subscription-key=alice-1&api-version=2.0&x=a%20b&details=true&subscription-key=again";
+    let h = req("POST", p, &[]);
+    let f = forward(run(&gw, &h));
+    assert_eq!(f.upstream_path, "/workspaces/ws1/services/svc1/execute?api-version=2.0&x=a%20b&details=true");
+    assert_eq!(f.authorization, "Bearer ws1-svc1-key");
+    let h = req("GET", "/other/ping/1?v=2&mode=fast&key=bob-1", &[]);
+    let f = forward(run(&gw, &h));
+    assert_eq!(f.upstream_path, "/base/ping/1?v=2&mode=fast");
+}
+
+#[test]
+fn header_edits_replace_credentials_and_identity() {
+    let gw = gateway(&demo());
+    let h = req(
+        "POST",
+        RRS,
+        &[
+            ("ocp-apim-subscription-key", "alice-1"),
+            ("authorization", "Basic client"),
+            ("x-mlgate-subscription-id", "forged"),
+            ("x-mlgate-subscription-id", "forged-again"),
+        ],
+    );
+    let request = Request::from_headers(&h);
+    let f = forward(gw.evaluate(&request));
+    let mut edits = Vec::new();
+    gw.header_edits(&request, &f, &mut edits);
+    assert_eq!(
+        edits,
+        vec![
+            HeaderEdit::Replace(":path", "/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"),
+            HeaderEdit::Replace(":authority", "ussouthcentral.services.azureml.net"),
+            HeaderEdit::Remove("ocp-apim-subscription-key"),
+            HeaderEdit::Replace("authorization", "Bearer ws1-svc1-key"),
+            HeaderEdit::Remove("x-mlgate-subscription-id"),
+            HeaderEdit::Add("x-mlgate-subscription-id", "alice"),
+            HeaderEdit::Add("x-mlgate-product-id", "starter"),
+        ]
+    );
+}
+
+#[test]
+fn longest_api_suffix_wins() {
+    let mut cfg = demo();
+    cfg["apis"][1]["path"] = json!("azureml-demo/v2");
+    let gw = gateway(&cfg);
+    let h = req("GET", "/azureml-demo/v2/ping/1?v=2&mode=fast", &[("x-key", "bob-1")]);
+    assert_eq!(forward(run(&gw, &h)).api.id, "other");
+}
