@@ -42,11 +42,11 @@ SIM_KEY = "sim-api-key-0123456789"
 
 
 @pytest.fixture(scope="session")
-def azureml_sim():
+def azureml_sim(azurite):
     port = free_port()
     d = tempfile.mkdtemp(prefix="mlgate-sim-")
     p = Proc([str(SIM), "--listen", f"127.0.0.1:{port}", "--api-key", SIM_KEY,
-              "--dev-storage", f"http://127.0.0.1:{os.environ.get('MLGATE_AZURITE_PORT', '0')}/devstoreaccount1"],
+              "--dev-storage", f"http://127.0.0.1:{azurite.port}/devstoreaccount1"],
              port, os.path.join(d, "sim.log"))
     yield p
     p.stop()
@@ -57,7 +57,7 @@ def azurite():
     port = free_port()
     d = tempfile.mkdtemp(prefix="mlgate-azurite-")
     p = Proc([str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
-              "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", d],
+              "--blobHost", "127.0.0.1", "--blobPort", str(port)],
              port, os.path.join(d, "azurite.log"))
     yield p
     p.stop()

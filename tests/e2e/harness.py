@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
 WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mlgate.wasm"
 SIM = ROOT / "target" / "release" / "azureml-sim"
-AZURITE = ROOT / ".tools" / "node" / "node_modules" / ".bin" / "azurite"
+AZURITE = ROOT / ".tools" / "node" / "node_modules" / ".bin" / "azurite-blob"
 
 
 def free_port() -> int:
@@ -161,6 +161,7 @@ def listener(listen: int, plugin_config: dict | str, access_log: str,
 
 def bootstrap(admin: int, upstream: int, listeners: list[dict] | None, lds_path: str | None = None) -> dict:
     b = {
+        "node": {"id": "mlgate-e2e", "cluster": "mlgate"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
             "listeners": listeners or [],
