@@ -348,3 +348,31 @@ class Response:
 
     def __repr__(self):
         return f"<Response {self.status} {self.body[:200]!r}>"
+
+
+def simultaneous(port: int, requests: list[bytes], timeout: float = 30) -> list[Response]:
+    """Opens one connection per request, then writes every request as close to simultaneously
+    as one thread can, so Envoy's workers decide them concurrently. Returns the responses."""
+    import selectors
+    socks = []
+    for _ in requests:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        socks.append(s)
+    time.sleep(0.2)  # let every worker accept its connections first
+    for s, raw in zip(socks, requests):
+        s.sendall(raw)
+    out = []
+    for s in socks:
+        resp = http.client.HTTPResponse(s)
+        resp.begin()
+        body = resp.read()
+        out.append(Response(resp.status, [(k.lower(), v) for k, v in resp.getheaders()], body))
+        s.close()
+    return out
+
+
+def raw_request(method: str, path: str, headers: dict, body: bytes = b"") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: gw.example.test", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
