@@ -1,0 +1,84 @@
+"""`make run`: Azurite (blob) on :10000, azureml-sim on :8081 and Envoy + mlgate on :8080 with
+envoy/demo.yaml, a sample CSV uploaded for BES, and the calls to paste. Ctrl-C stops all."""
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from blobclient import put_blob  # noqa: E402
+from harness import AZURITE, ENVOY, SIM, wait_port  # noqa: E402
+
+RUN = ROOT / ".run"
+procs: list[subprocess.Popen] = []
+
+
+def start(name, args, port, env=None):
+    log = open(RUN / f"{name}.log", "wb")
+    p = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    procs.append(p)
+    try:
+        wait_port(port, 60, p)
+    except Exception:
+        sys.exit(f"{name} did not start; see {RUN / (name + '.log')}")
+
+
+def stop(*_):
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    sys.exit(0)
+
+
+def main():
+    RUN.mkdir(exist_ok=True)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    api_key = os.environ.get("AZUREML_API_KEY") or secrets.token_hex(24)
+    start("azurite", [str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
+                      "--blobHost", "127.0.0.1", "--blobPort", "10000"], 10000)
+    start("azureml-sim", [str(SIM), "--listen", "127.0.0.1:8081", "--api-key", api_key], 8081)
+    start("envoy", [str(ENVOY), "-c", "envoy/demo.yaml", "--concurrency", "2", "--disable-hot-restart",
+                    "--log-level", "warn", "--component-log-level", "wasm:info"], 8080, {"AZUREML_API_KEY": api_key})
+    put_blob(10000, "demo", "input.csv", b'Col1,Col2\n1,This is a good day\n2,"Hello, gateway"\n')
+
+    gw = "http://127.0.0.1:8080/azureml-demo/workspaces/demo-ws/services/demo-svc"
+    rrs = json.dumps({"Inputs": {"input1": {"ColumnNames": ["Col2"], "Values": [["This is a good day"]]}}, "GlobalParameters": {}})
+    job = json.dumps({"Input": {"ConnectionString": "UseDevelopmentStorage=true", "RelativeLocation": "/demo/input.csv"},
+                      "Outputs": {"output1": {"ConnectionString": "UseDevelopmentStorage=true", "RelativeLocation": "/demo/output.csv"}},
+                      "GlobalParameters": {}})
+    key = "-H 'Ocp-Apim-Subscription-Key: alice-demo-key'"
+    print(f"""
+mlgate is up: Envoy :8080 (admin :9901) -> azureml-sim :8081, Azurite :10000. Logs in .run/. Ctrl-C stops all.
+
+RRS (request-response), subscription alice (Starter: 5 calls/minute, 100 calls/week):
+  curl -s -X POST '{gw}/execute?api-version=2.0&details=true' {key} -H 'Content-Type: application/json' -d '{rrs}'
+
+BES (batch), input already uploaded to Azurite as /demo/input.csv:
+  JOB=$(curl -s -X POST '{gw}/jobs?api-version=2.0' {key} -H 'Content-Type: application/json' -d '{job}' | tr -d '"')
+  curl -s -X POST "{gw}/jobs/$JOB/start?api-version=2.0" {key} -H 'Content-Length: 0'
+  curl -s "{gw}/jobs/$JOB?api-version=2.0" {key}
+  curl -s "$(curl -s "{gw}/jobs/$JOB?api-version=2.0" {key} | python3 -c 'import json,sys; o=json.load(sys.stdin)["Results"]["output1"]; print(o["BaseLocation"]+o["RelativeLocation"]+o["SasBlobToken"])')"
+
+Without a key (401), or bob's key (Unlimited product, stored only as its SHA-256):
+  curl -si -X POST '{gw}/execute?api-version=2.0&details=true' -d '{{}}'
+  curl -s -X POST '{gw}/execute?api-version=2.0&details=true' -H 'Ocp-Apim-Subscription-Key: bob-demo-key' -d '{rrs}'
+""", flush=True)
+    while all(p.poll() is None for p in procs):
+        time.sleep(0.5)
+    print("a process exited; stopping", file=sys.stderr)
+    stop()
+
+
+if __name__ == "__main__":
+    main()
