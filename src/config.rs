@@ -99,11 +99,34 @@ fn default_key_query() -> String {
     "subscription-key".into()
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// A preset name or a list of operations. A hand-written visitor instead of
+/// `#[serde(untagged)]`, which buffers the input and costs ~10 KB of Wasm.
 enum RawOperations {
     Preset(String),
     List(Vec<RawOperation>),
+}
+
+impl<'de> Deserialize<'de> for RawOperations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawOperations;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a preset name such as \"azureml-studio\" or a list of operations")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawOperations, E> {
+                Ok(RawOperations::Preset(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawOperations, A::Error> {
+                let mut ops = Vec::new();
+                while let Some(op) = seq.next_element()? {
+                    ops.push(op);
+                }
+                Ok(RawOperations::List(ops))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -324,12 +347,12 @@ const MAX_APIS: usize = u16::MAX as usize;
 impl Gateway {
     /// Parses and validates the plugin configuration. Refuses anything doubtful.
     pub fn from_json(json: &[u8], env: &dyn Environment) -> Result<Gateway, ConfigError> {
-        let de = &mut serde_json::Deserializer::from_slice(json);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." || path == "?" || path.is_empty() { "configuration".to_string() } else { path };
-            // serde_json's messages never echo values, only names and positions.
-            ConfigError::new(field, e.into_inner().to_string())
+        let raw: RawConfig = serde_json::from_slice(json).map_err(|e| {
+            let path = crate::jsonpath::path_at(json, e.line(), e.column());
+            let field = if path.is_empty() { "configuration".to_string() } else { path };
+            // serde_json's messages name fields and positions; they echo only the offending
+            // scalar for type errors, which is never where a key belongs.
+            ConfigError::new(field, strip_position(&e.to_string()))
         })?;
         compile(raw, env)
     }
@@ -345,6 +368,14 @@ impl Gateway {
             }
         }
         best
+    }
+}
+
+/// serde_json appends " at line L column C"; the field path replaces it.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
     }
 }
 

@@ -56,15 +56,20 @@ impl RootContext for Root {
             log(LogLevel::Error, "invalid mlgate configuration: configuration: missing (set the plugin's `configuration`)");
             return false;
         };
+        let started = now_ms();
         match Gateway::from_json(&bytes, &ProcessEnv) {
             Ok(gw) => {
+                // Linear memory of this VM after configuring, in 64 KiB pages.
+                let pages = core::arch::wasm32::memory_size(0);
                 log(
                     LogLevel::Info,
                     &format!(
-                        "mlgate configured: {} APIs, {} products, {} subscriptions",
+                        "mlgate configured: {} APIs, {} products, {} subscriptions in {} ms; wasm memory {} KiB",
                         gw.apis.len(),
                         gw.products.len(),
-                        gw.subscriptions.len()
+                        gw.subscriptions.len(),
+                        now_ms().saturating_sub(started),
+                        pages * 64
                     ),
                 );
                 self.gateway = Some(Rc::new(gw));

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod gateway;
+mod jsonpath;
 pub mod keys;
 pub mod limits;
 pub mod reply;

@@ -172,3 +172,17 @@ fn most_specific_credential_wins() {
     assert_eq!(auth("ws1", "svc2"), Some("Bearer ws1-key"));
     assert_eq!(auth("ws2", "svc1"), Some("Bearer any-key"));
 }
+
+#[test]
+fn json_paths_from_error_positions() {
+    use crate::jsonpath::path_at;
+    let text = br#"{"apis": [{"id": "a"}, {"id": "b", "ops": [1, {"x": true}]}], "top": 1}"#;
+    let at = |needle: &str| {
+        let pos = text.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() + needle.len();
+        path_at(text, 1, pos)
+    };
+    assert_eq!(at(r#""id": "b""#), "apis[1].id");
+    assert_eq!(at(r#""x": true"#), "apis[1].ops[1].x");
+    assert_eq!(at(r#""top": 1"#), "top");
+    assert_eq!(path_at(b"{\n  \"a\": {\n    \"b\": 5", 3, 9), "a.b");
+}

@@ -16,7 +16,7 @@ def mutate(f):
 
 
 CASES = [
-    ("unparsable JSON", "{\"apis\": [", "apis"),   # where the parse broke
+    ("unparsable JSON", "{\"apis\": [", "apis[0]"),   # where the parse broke
     ("unknown field", mutate(lambda c: c["apis"][0].__setitem__("urlTemplate", "/x")), "apis[0].urlTemplate"),
     ("bad template", mutate(lambda c: c["apis"][1]["operations"][0].__setitem__("url_template", "/models/{model")),
      "apis[1].operations[0].url_template"),

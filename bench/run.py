@@ -1,0 +1,457 @@
+"""`make bench`: the same load through four Envoy 1.40 gateway configurations, side by side.
+
+1. no filter            - the physical limit
+2. empty Wasm filter    - the floor of the Wasm boundary (bench/empty-filter)
+3. native chain         - uri_template routes for the five AzureML operations (method and
+                          api-version required, suffix rewritten), api_key_auth (header or
+                          query), local_ratelimit per subscription, credential_injector,
+                          header_mutation
+4. mlgate               - same subscriptions, a rate limit and a quota active
+
+The gateway Envoy runs with --concurrency 1; the upstream is an Envoy direct_response
+listener in its own process; the load is wrk (one thread, keys rotating over the
+subscriptions), warm-up first, then alternating rounds. CPU time per request comes from
+/proc (user+sys of the gateway Envoy / requests served). Then: mlgate with 1, 1,000 and
+100,000 subscriptions, a criterion micro-benchmark of the core, and the .wasm size.
+Writes bench/results/<date>.json and .md and prints the table with PASS/MISS per target.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from harness import ENVOY, WASM, free_port, wait_port  # noqa: E402
+
+EMPTY_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "empty_filter.wasm"
+RESULTS = ROOT / "bench" / "results"
+SUBS = 1000
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+CONNECTIONS = 16
+HZ = os.sysconf("SC_CLK_TCK")
+PATH = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
+BODY = '{"Inputs":{"input1":{"ColumnNames":["Col2"],"Values":[["This is a good day"]]}},"GlobalParameters":{}}'
+AML_KEY = "bench-azureml-api-key"
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ROUTER = {"name": "envoy.filters.http.router",
+          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+def key(i: int) -> str:
+    return f"bench-key-{i:06d}"
+
+
+def sub_id(i: int) -> str:
+    return f"sub-{i:06d}"
+
+
+# --------------------------------------------------------------------------------------------
+# Envoy configurations
+# --------------------------------------------------------------------------------------------
+
+def bootstrap(listen: int, admin: int, upstream: int, http_filters: list, routes: list, secrets=None) -> dict:
+    b = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [{
+                "name": "gateway",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                    "@type": HCM, "stat_prefix": "gateway",
+                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+                    "http_filters": http_filters + [ROUTER],
+                }}]}],
+            }],
+            "clusters": [{
+                "name": "upstream", "type": "STATIC", "connect_timeout": "2s",
+                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
+            }],
+        },
+    }
+    if secrets:
+        b["static_resources"]["secrets"] = secrets
+    return b
+
+
+def prefix_route() -> list:
+    return [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+
+
+def wasm_filter(path: Path, configuration: str | None, vm_id: str) -> dict:
+    cfg = {"name": vm_id, "root_id": vm_id, "vm_config": {
+        "vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(path)}},
+        "environment_variables": {"host_env_keys": ["AZUREML_API_KEY"]}}}
+    if configuration is not None:
+        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration}
+    return {"name": vm_id, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                                             "config": cfg}}
+
+
+def mlgate_config(n_subs: int, rate_limit: bool = True) -> str:
+    product = {"id": "bench", "name": "Bench", "apis": ["azureml-demo"],
+               "quota": {"calls": 10 ** 12, "renewal_period": 86400}}
+    if rate_limit:
+        product["rate_limit"] = {"calls": 100, "renewal_period": 1}
+    return json.dumps({
+        "apis": [{"id": "azureml-demo", "name": "AzureML Demo API", "path": "azureml-demo",
+                  "service_url": "https://ussouthcentral.services.azureml.net", "operations": "azureml-studio",
+                  "backend_credentials": [{"workspace": "*", "service": "*", "api_key_env": "AZUREML_API_KEY"}]}],
+        "products": [product],
+        "subscriptions": [{"id": sub_id(i), "product": "bench", "state": "active", "primary_key": key(i)}
+                          for i in range(n_subs)],
+        "export_metadata": True,
+    })
+
+
+# The five AzureML operations as Envoy routes: (method, template under the suffix, required query).
+OPERATIONS = [
+    ("POST", "/workspaces/{workspace}/services/{service}/execute", ["api-version", "details"]),
+    ("POST", "/workspaces/{workspace}/services/{service}/jobs", ["api-version"]),
+    ("POST", "/workspaces/{workspace}/services/{service}/jobs/{jobid}/start", ["api-version"]),
+    ("GET", "/workspaces/{workspace}/services/{service}/jobs/{jobid}", ["api-version"]),
+    ("DELETE", "/workspaces/{workspace}/services/{service}/jobs/{jobid}", ["api-version"]),
+]
+
+
+def native_chain(n_subs: int) -> tuple[list, list, list]:
+    routes = []
+    for method, template, query in OPERATIONS:
+        routes.append({
+            "match": {
+                "path_match_policy": {"name": "envoy.path.match.uri_template.uri_template_matcher", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+                    "path_template": "/azureml-demo" + template}},
+                "headers": [{"name": ":method", "string_match": {"exact": method}}],
+                "query_parameters": [{"name": q, "present_match": True} for q in query],
+            },
+            "route": {
+                "cluster": "upstream",
+                "host_rewrite_literal": "ussouthcentral.services.azureml.net",
+                "path_rewrite_policy": {"name": "envoy.path.rewrite.uri_template.uri_template_rewriter", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.path.rewrite.uri_template.v3.UriTemplateRewriteConfig",
+                    "path_template_rewrite": template}},
+                "rate_limits": [{"actions": [{"request_headers": {"header_name": "x-client-id", "descriptor_key": "client"}}]}],
+            },
+        })
+    filters = [
+        {"name": "envoy.filters.http.api_key_auth", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth",
+            "credentials": [{"key": key(i), "client": sub_id(i)} for i in range(n_subs)],
+            "key_sources": [{"header": "Ocp-Apim-Subscription-Key"}, {"query": "subscription-key"}],
+            "forwarding": {"header": "x-client-id", "hide_credentials": True}}},
+        {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "rl",
+            "token_bucket": {"max_tokens": 1000000000, "tokens_per_fill": 1000000000, "fill_interval": "1s"},
+            "filter_enabled": {"runtime_key": "rl_enabled", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "filter_enforced": {"runtime_key": "rl_enforced", "default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+            "descriptors": [{"entries": [{"key": "client", "value": sub_id(i)}],
+                             "token_bucket": {"max_tokens": 100, "tokens_per_fill": 100, "fill_interval": "1s"}}
+                            for i in range(n_subs)]}},
+        {"name": "envoy.filters.http.credential_injector", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+            "overwrite": True,
+            "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+                "credential": {"name": "azureml-key"}, "header": "Authorization"}}}},
+        {"name": "envoy.filters.http.header_mutation", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": [{"remove": "ocp-apim-subscription-key"}]}}},
+    ]
+    secrets = [{"name": "azureml-key", "generic_secret": {"secret": {"inline_string": f"Bearer {AML_KEY}"}}}]
+    return filters, routes, secrets
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+class Proc:
+    def __init__(self, name: str, cfg: dict, workdir: str, concurrency: int, port: int):
+        self.name = name
+        path = os.path.join(workdir, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.p = subprocess.Popen(
+            [str(ENVOY), "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart",
+             "--log-level", "warn", "--component-log-level", "wasm:info"],
+            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
+            env={**os.environ, "AZUREML_API_KEY": AML_KEY})
+        wait_port(port, 120, self.p)
+        self.port = port
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / HZ
+
+    def peak_rss_kib(self) -> int:
+        m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{self.p.pid}/status").read_text())
+        return int(m.group(1)) if m else 0
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace")
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+
+
+def upstream_config(listen: int, admin: int) -> dict:
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {"listeners": [{
+            "name": "fixed", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                "@type": HCM, "stat_prefix": "fixed",
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
+                    "match": {"prefix": "/"},
+                    "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}}}]}]},
+                "http_filters": [ROUTER]}}]}]}]},
+    }
+
+
+def wrk_script(workdir: str, n_keys: int) -> str:
+    path = os.path.join(workdir, f"load-{n_keys}.lua")
+    with open(path, "w") as f:
+        f.write(f"""-- rotates the subscription key over {n_keys} subscriptions
+local n = {n_keys}
+local i = 0
+local body = '{BODY}'
+request = function()
+  i = i + 1
+  return wrk.format("POST", "{PATH}", {{
+    ["Ocp-Apim-Subscription-Key"] = string.format("bench-key-%06d", i % n),
+    ["Content-Type"] = "application/json"}}, body)
+end
+""")
+    return path
+
+
+def run_wrk(port: int, script: str, seconds: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def latency_ms(label):
+        m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return None
+        v, unit = float(m.group(1)), m.group(2)
+        return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"requests": requests, "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50_ms": latency_ms("50%"), "p99_ms": latency_ms("99%"),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
+
+
+def measure(gw: Proc, script: str, seconds: int) -> dict:
+    cpu0 = gw.cpu_seconds()
+    r = run_wrk(gw.port, script, seconds)
+    r["cpu_us_per_req"] = (gw.cpu_seconds() - cpu0) / max(r["requests"], 1) * 1e6
+    return r
+
+
+def check_forwarding(port: int, k: str) -> None:
+    """Each configuration must really do its job: a keyed request passes, a keyless one
+    (for the gateways that check keys) is refused."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", PATH, body=BODY, headers={"Ocp-Apim-Subscription-Key": k})
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        raise SystemExit(f"gateway on {port} answered {r.status} to a valid request")
+
+
+def keyless_status(port: int) -> int:
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("POST", PATH, body=BODY)
+    r = c.getresponse()
+    r.read()
+    return r.status
+
+
+# --------------------------------------------------------------------------------------------
+# Micro-benchmark and sizes
+# --------------------------------------------------------------------------------------------
+
+def micro() -> dict:
+    out = subprocess.run(["cargo", "bench", "-q", "-p", "mlgate", "--bench", "core", "--", "--noplot"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit("cargo bench failed:\n" + out.stdout[-3000:] + out.stderr[-3000:])
+    res = {}
+    for line in out.stdout.splitlines():
+        if line.startswith("allocs "):
+            _, name, n = line.split()
+            res.setdefault(name, {})["allocs_per_request"] = float(n)
+    for est in (ROOT / "target" / "criterion").glob("*/new/estimates.json"):
+        name = est.parent.parent.name
+        res.setdefault(name, {})["ns"] = json.loads(est.read_text())["median"]["point_estimate"]
+    return res
+
+
+def fmt(v, nd=1):
+    return "-" if v is None else f"{v:,.{nd}f}"
+
+
+def main():
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is missing (make bench installs it)")
+    started = time.time()
+    workdir = tempfile.mkdtemp(prefix="mlgate-bench-")
+    up_port, up_admin = free_port(), free_port()
+    upstream = Proc("upstream", upstream_config(up_port, up_admin), workdir, 1, up_port)
+    script = wrk_script(workdir, SUBS)
+
+    filters, routes, secrets = native_chain(SUBS)
+    configs = {
+        "no-filter": ([], prefix_route(), None),
+        "empty-wasm": ([wasm_filter(EMPTY_WASM, None, "empty")], prefix_route(), None),
+        "native-chain": (filters, routes, secrets),
+        "mlgate": ([wasm_filter(WASM, mlgate_config(SUBS), "mlgate")], prefix_route(), None),
+    }
+    gateways = {}
+    for name, (fs, rs, sec) in configs.items():
+        port, admin = free_port(), free_port()
+        gateways[name] = Proc(name, bootstrap(port, admin, up_port, fs, rs, sec), workdir, 1, port)
+        check_forwarding(port, key(7))
+    assert keyless_status(gateways["mlgate"].port) == 401
+    assert keyless_status(gateways["native-chain"].port) == 401
+
+    rounds: dict[str, list[dict]] = {n: [] for n in gateways}
+    for name, gw in gateways.items():          # warm-up
+        run_wrk(gw.port, script, 2)
+    for _ in range(ROUNDS):                     # alternating rounds: drift hits all alike
+        for name, gw in gateways.items():
+            rounds[name].append(measure(gw, script, SECONDS))
+    rss = {n: g.peak_rss_kib() for n, g in gateways.items()}
+    for g in gateways.values():
+        g.stop()
+
+    summary = {}
+    for name, rs in rounds.items():
+        cpu = [r["cpu_us_per_req"] for r in rs]
+        summary[name] = {
+            "rps": statistics.median(r["rps"] for r in rs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in rs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+            "cpu_us_per_req": statistics.median(cpu),
+            "cpu_us_spread": max(cpu) - min(cpu),
+            "non2xx": sum(r["non2xx"] for r in rs),
+            "peak_rss_mib": rss[name] / 1024,
+            "rounds": rs,
+        }
+    base = summary["no-filter"]
+    for s in summary.values():
+        s["cpu_overhead_us"] = s["cpu_us_per_req"] - base["cpu_us_per_req"]
+
+    # Scale: 1, 1,000 and 100,000 subscriptions (quota only; one key, so only the size differs).
+    scale = {}
+    one_key = wrk_script(workdir, 1)
+    for n in (1, 1000, 100000):
+        port, admin = free_port(), free_port()
+        t0 = time.time()
+        gw = Proc(f"mlgate-{n}", bootstrap(port, admin, up_port, [wasm_filter(WASM, mlgate_config(n, rate_limit=False), "mlgate")],
+                                           prefix_route()), workdir, 1, port)
+        ready_s = time.time() - t0
+        check_forwarding(port, key(0))
+        run_wrk(port, one_key, 2)
+        rs = [measure(gw, one_key, max(SECONDS // 2, 3)) for _ in range(2)]
+        m = re.findall(r"subscriptions in (\d+) ms; wasm memory (\d+) KiB", gw.log())
+        scale[n] = {"cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in rs),
+                    "cpu_us_spread": max(r["cpu_us_per_req"] for r in rs) - min(r["cpu_us_per_req"] for r in rs),
+                    "rps": statistics.median(r["rps"] for r in rs),
+                    "configure_ms": max(int(a) for a, _ in m) if m else None,
+                    "wasm_memory_kib": max(int(b) for _, b in m) if m else None,
+                    "envoy_ready_s": ready_s, "peak_rss_mib": gw.peak_rss_kib() / 1024}
+        gw.stop()
+    upstream.stop()
+
+    micro_res = micro()
+    wasm_kb = WASM.stat().st_size / 1000
+    elapsed = time.time() - started
+
+    # Targets.
+    m, e, n, nf = summary["mlgate"], summary["empty-wasm"], summary["native-chain"], summary["no-filter"]
+    noise = max(scale[1]["cpu_us_spread"], scale[100000]["cpu_us_spread"], 0.05 * scale[1]["cpu_us_per_req"])
+    decision_ns = micro_res.get("decision", {}).get("ns")
+    targets = [
+        ("mlgate CPU overhead <= 2x empty Wasm's", m["cpu_overhead_us"] <= 2 * e["cpu_overhead_us"],
+         f"{m['cpu_overhead_us']:.2f} vs {e['cpu_overhead_us']:.2f} us"),
+        ("mlgate CPU overhead <= 0.5x native chain's", m["cpu_overhead_us"] <= 0.5 * n["cpu_overhead_us"],
+         f"{m['cpu_overhead_us']:.2f} vs {n['cpu_overhead_us']:.2f} us"),
+        ("mlgate throughput >= 0.80x no-filter", m["rps"] >= 0.80 * nf["rps"], f"{m['rps'] / nf['rps']:.2f}x"),
+        ("mlgate throughput >= 1.25x native chain", m["rps"] >= 1.25 * n["rps"], f"{m['rps'] / n['rps']:.2f}x"),
+        ("mlgate p99 <= native chain's", m["p99_ms"] <= n["p99_ms"], f"{m['p99_ms']:.2f} vs {n['p99_ms']:.2f} ms"),
+        ("100,000 subscriptions cost no more than 1", scale[100000]["cpu_us_per_req"] <= scale[1]["cpu_us_per_req"] + noise,
+         f"{scale[100000]['cpu_us_per_req']:.2f} vs {scale[1]['cpu_us_per_req']:.2f} us (noise {noise:.2f})"),
+        ("core decision < 1 us natively", decision_ns is not None and decision_ns < 1000, f"{fmt(decision_ns, 0)} ns"),
+        ("release .wasm < 300 KB", wasm_kb < 300, f"{wasm_kb:.1f} KB"),
+    ]
+
+    cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                      if l.startswith("model name")), platform.processor())
+    machine = f"{cpu_model}, {os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.system()} {platform.release()}"
+    env_version = subprocess.run([str(ENVOY), "--version"], capture_output=True, text=True).stdout.strip().split("version: ")[-1]
+
+    lines = [f"Machine: {machine}. Envoy {env_version}. wrk -t1 -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS} s, "
+             f"keys rotating over {SUBS} subscriptions; gateway --concurrency 1.", "",
+             "| configuration | req/s | p50 ms | p99 ms | CPU us/req | overhead vs (1) us | peak RSS MiB | non-2xx |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for i, (name, s) in enumerate(summary.items(), 1):
+        lines.append(f"| ({i}) {name} | {s['rps']:,.0f} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['cpu_us_per_req']:.2f} "
+                     f"(±{s['cpu_us_spread'] / 2:.2f}) | {s['cpu_overhead_us']:.2f} | {s['peak_rss_mib']:.1f} | {s['non2xx']} |")
+    lines += ["", "Ratios of mlgate to (1) no filter, (2) empty Wasm, (3) native chain:", "",
+              "| | vs (1) | vs (2) | vs (3) |", "|---|---:|---:|---:|",
+              "| throughput | " + " | ".join(f"{m['rps'] / summary[k]['rps']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain")) + " |",
+              "| CPU per request | " + " | ".join(f"{m['cpu_us_per_req'] / summary[k]['cpu_us_per_req']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain")) + " |",
+              "| CPU overhead | - | " + " | ".join(f"{m['cpu_overhead_us'] / max(summary[k]['cpu_overhead_us'], 1e-9):.2f}x" for k in ("empty-wasm", "native-chain")) + " |",
+              "", "Scale (mlgate, quota only, one key; configure time and Wasm memory from the filter's own log):", "",
+              "| subscriptions | CPU us/req | req/s | configure ms | Wasm memory KiB | Envoy ready s | peak RSS MiB |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for k, s in scale.items():
+        lines.append(f"| {k:,} | {s['cpu_us_per_req']:.2f} | {s['rps']:,.0f} | {fmt(s['configure_ms'], 0)} | "
+                     f"{fmt(s['wasm_memory_kib'], 0)} | {s['envoy_ready_s']:.1f} | {s['peak_rss_mib']:.1f} |")
+    lines += ["", "Core micro-benchmark (criterion, native, median):", "", "| step | ns | allocations |", "|---|---:|---:|"]
+    for k, v in sorted(micro_res.items()):
+        lines.append(f"| {k} | {fmt(v.get('ns'), 0)} | {fmt(v.get('allocs_per_request'), 1)} |")
+    lines += ["", f"Release mlgate.wasm: {wasm_kb:.1f} KB.", "", "| target | result | measured |", "|---|---|---|"]
+    for t, ok, what in targets:
+        lines.append(f"| {t} | {'PASS' if ok else 'MISS'} | {what} |")
+    lines += ["", f"Benchmark wall time: {elapsed:.0f} s."]
+    table = "\n".join(lines)
+    print(table)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    (RESULTS / f"{stamp}.md").write_text(table + "\n")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps({
+        "machine": machine, "envoy": env_version, "summary": summary, "scale": scale, "micro": micro_res,
+        "wasm_kb": wasm_kb, "targets": [{"target": t, "pass": ok, "measured": w} for t, ok, w in targets],
+        "wall_seconds": elapsed}, indent=2))
+    print(f"\nwrote bench/results/{stamp}.md and .json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+//! The host-free core per request, natively: match + key check + rewrite plan, the limit
+//! decision (one read, one CAS write on an in-memory store), and all of it together.
+//! Prints `allocs <step> <n>` lines (allocations per request) before criterion runs.
+
+use criterion::{criterion_group, Criterion};
+use mlgate::config::{Gateway, ProcessEnv};
+use mlgate::gateway::{Decision, Request};
+use mlgate::limits::{self, Ctx, HostError, SetError, Store};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Shared data as the host keeps it: a map of value + CAS token.
+#[derive(Default)]
+struct Mem {
+    map: HashMap<String, (Vec<u8>, u32)>,
+    cas: u32,
+}
+
+impl Store for Mem {
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        Ok(self.map.get(key).cloned())
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
+        if let Some((_, c)) = self.map.get(key) {
+            if cas != 0 && cas != *c {
+                return Err(SetError::CasMismatch);
+            }
+        }
+        self.cas += 1;
+        self.map.insert(key.to_string(), (value.to_vec(), self.cas));
+        Ok(())
+    }
+}
+
+const SUBS: usize = 1000;
+
+fn config() -> Gateway {
+    let subs: Vec<String> = (0..SUBS)
+        .map(|i| format!(r#"{{"id": "sub-{i:06}", "product": "bench", "state": "active", "primary_key": "bench-key-{i:06}"}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"apis": [{{"id": "azureml-demo", "name": "AzureML Demo API", "path": "azureml-demo",
+            "service_url": "https://ussouthcentral.services.azureml.net", "operations": "azureml-studio",
+            "backend_credentials": [{{"workspace": "*", "service": "*", "api_key": "k"}}]}}],
+          "products": [{{"id": "bench", "name": "Bench", "apis": ["azureml-demo"],
+            "rate_limit": {{"calls": 100, "renewal_period": 1}}, "quota": {{"calls": 1000000000000, "renewal_period": 86400}}}}],
+          "subscriptions": [{}]}}"#,
+        subs.join(",")
+    );
+    match Gateway::from_json(json.as_bytes(), &ProcessEnv) {
+        Ok(g) => g,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn headers(i: usize) -> Vec<(String, String)> {
+    [
+        (":method", "POST".to_string()),
+        (":path", "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true".to_string()),
+        (":scheme", "http".to_string()),
+        (":authority", "gw.example.com".to_string()),
+        ("content-type", "application/json".to_string()),
+        ("ocp-apim-subscription-key", format!("bench-key-{:06}", i % SUBS)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// One whole request through the core; `now` advances so the rate limit never denies.
+fn decide(gw: &Gateway, store: &mut Mem, hs: &[(String, String)], now: u64) -> bool {
+    let req = Request::from_headers(hs);
+    let Decision::Forward(fwd) = gw.evaluate(&req) else { return false };
+    let mut ctx = Ctx { store, now_ms: now, max_retries: 8, client_ip: "", headers: hs, counter_slots: 16 };
+    let ok = matches!(limits::check(gw, &fwd, &mut ctx), limits::Outcome::Admit(_));
+    let mut local = Vec::with_capacity(8);
+    gw.header_edits(&req, &fwd, &mut local);
+    black_box(&local);
+    ok
+}
+
+fn count_allocs(name: &str, mut f: impl FnMut(usize)) {
+    for i in 0..SUBS {
+        f(i); // warm: every record exists
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    let n = 10_000;
+    for i in 0..n {
+        f(i);
+    }
+    let per = (ALLOCS.load(Ordering::Relaxed) - before) as f64 / n as f64;
+    println!("allocs {name} {per:.1}");
+}
+
+fn bench(c: &mut Criterion) {
+    let gw = config();
+    let all: Vec<Vec<(String, String)>> = (0..SUBS).map(headers).collect();
+    let mut store = Mem::default();
+    let mut now = 1_700_000_000_000u64;
+
+    count_allocs("evaluate", |i| {
+        black_box(matches!(gw.evaluate(&Request::from_headers(&all[i % SUBS])), Decision::Forward(_)));
+    });
+    count_allocs("decision", |i| {
+        now += 1;
+        black_box(decide(&gw, &mut store, &all[i % SUBS], now));
+    });
+
+    let mut i = 0usize;
+    c.bench_function("evaluate", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(matches!(gw.evaluate(&Request::from_headers(&all[i % SUBS])), Decision::Forward(_)))
+        })
+    });
+    let mut i = 0usize;
+    c.bench_function("evaluate_and_limits", |b| {
+        let fwds: Vec<_> = all.iter().map(|h| h.as_slice()).collect();
+        b.iter(|| {
+            i += 1;
+            now += 1;
+            let hs = fwds[i % SUBS];
+            let Decision::Forward(fwd) = gw.evaluate(&Request::from_headers(hs)) else { return false };
+            let mut ctx = Ctx { store: &mut store, now_ms: now, max_retries: 8, client_ip: "", headers: hs, counter_slots: 16 };
+            black_box(matches!(limits::check(&gw, &fwd, &mut ctx), limits::Outcome::Admit(_)))
+        })
+    });
+    let mut i = 0usize;
+    c.bench_function("decision", |b| {
+        b.iter(|| {
+            i += 1;
+            now += 1;
+            black_box(decide(&gw, &mut store, &all[i % SUBS], now))
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = bench
+}
+
+fn main() {
+    benches();
+}

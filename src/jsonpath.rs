@@ -1,0 +1,84 @@
+//! The JSON path (`apis[0].operations[2].url_template`) at a line/column of a JSON text, so
+//! a serde_json error can name the field it happened in without a tracking deserializer.
+
+enum Frame {
+    Object { key: Option<String>, expect_key: bool },
+    Array { index: usize },
+}
+
+/// The path of the value being read at 1-based `line`/`column` (serde_json's error position).
+pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
+    let stop = offset_of(text, line, column);
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut i = 0;
+    while i < stop.min(text.len()) {
+        match text[i] {
+            b'{' => stack.push(Frame::Object { key: None, expect_key: true }),
+            b'[' => stack.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                stack.pop();
+            }
+            b',' => match stack.last_mut() {
+                Some(Frame::Array { index }) => *index += 1,
+                Some(Frame::Object { key, expect_key }) => {
+                    *key = None;
+                    *expect_key = true;
+                }
+                None => {}
+            },
+            b':' => {
+                if let Some(Frame::Object { expect_key, .. }) = stack.last_mut() {
+                    *expect_key = false;
+                }
+            }
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < text.len() && text[i] != b'"' {
+                    if text[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if let Some(Frame::Object { key, expect_key: true }) = stack.last_mut() {
+                    *key = Some(String::from_utf8_lossy(&text[start..i.min(text.len())]).into_owned());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut path = String::new();
+    for f in &stack {
+        match f {
+            Frame::Object { key: Some(k), .. } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+            }
+            Frame::Object { key: None, .. } => {}
+            Frame::Array { index } => {
+                path.push('[');
+                path.push_str(&index.to_string());
+                path.push(']');
+            }
+        }
+    }
+    path
+}
+
+fn offset_of(text: &[u8], line: usize, column: usize) -> usize {
+    let mut l = 1;
+    let mut start = 0;
+    for (i, &b) in text.iter().enumerate() {
+        if l == line {
+            break;
+        }
+        if b == b'\n' {
+            l += 1;
+            start = i + 1;
+        }
+    }
+    start + column
+}
