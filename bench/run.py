@@ -100,9 +100,10 @@ def wasm_filter(path: Path, configuration: str | None, vm_id: str) -> dict:
                                              "config": cfg}}
 
 
-def mlgate_config(n_subs: int, rate_limit: bool = True) -> str:
-    product = {"id": "bench", "name": "Bench", "apis": ["azureml-demo"],
-               "quota": {"calls": 10 ** 12, "renewal_period": 86400}}
+def mlgate_config(n_subs: int, rate_limit: bool = True, quota: bool = True, **settings) -> str:
+    product = {"id": "bench", "name": "Bench", "apis": ["azureml-demo"]}
+    if quota:
+        product["quota"] = {"calls": 10 ** 12, "renewal_period": 86400}
     if rate_limit:
         product["rate_limit"] = {"calls": 100, "renewal_period": 1}
     return json.dumps({
@@ -112,7 +113,7 @@ def mlgate_config(n_subs: int, rate_limit: bool = True) -> str:
         "products": [product],
         "subscriptions": [{"id": sub_id(i), "product": "bench", "state": "active", "primary_key": key(i)}
                           for i in range(n_subs)],
-        "export_metadata": True,
+        **settings,
     })
 
 
@@ -263,10 +264,48 @@ def run_wrk(port: int, script: str, seconds: int) -> dict:
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
 
 
-def measure(gw: Proc, script: str, seconds: int) -> dict:
+FIXED_RPS = int(os.environ.get("BENCH_FIXED_RPS", "2000"))
+H2LOAD_CLIENTS = 10
+
+
+def h2load_inputs(workdir: str, n_keys: int) -> tuple[str, str]:
+    """URIs rotating the key in the query (h2load cannot vary headers), and the POST body."""
+    uris = os.path.join(workdir, f"uris-{n_keys}.txt")
+    base, query = PATH.split("?")
+    with open(uris, "w") as f:
+        for i in range(n_keys):
+            f.write(f"{base}?{query}&subscription-key={key(i)}\n")
+    body = os.path.join(workdir, "body.json")
+    Path(body).write_text(BODY)
+    return uris, body
+
+
+def run_fixed_rate(gw: "Proc", port: int, uris: str, body: str, seconds: int) -> dict:
+    """CPU per request at one fixed request rate for every configuration, so differences in
+    batching (requests per wake-up) do not bias it, as they do under closed-loop load."""
+    absolute = f"{uris}.{port}"   # h2load wants absolute URIs in its input file
+    if not os.path.exists(absolute):
+        Path(absolute).write_text("".join(f"http://127.0.0.1:{port}{line}\n" for line in Path(uris).read_text().splitlines()))
+    cpu0 = gw.cpu_seconds()
+    out = subprocess.run(["h2load", "--h1", "-c", str(H2LOAD_CLIENTS), "--rps", str(FIXED_RPS // H2LOAD_CLIENTS),
+                          "-D", str(seconds), "-d", body, "-H", "content-type: application/json",
+                          "-i", absolute], capture_output=True, text=True, timeout=seconds + 60).stdout
+    cpu = gw.cpu_seconds() - cpu0
+    m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    status = re.search(r"status codes: (\d+) 2xx", out)
+    done = int(m.group(1)) if m else 0
+    return {"fixed_rps": FIXED_RPS, "fixed_done": done, "fixed_2xx": int(status.group(1)) if status else 0,
+            "cpu_us_per_req": cpu / max(done, 1) * 1e6}
+
+
+def measure(gw: Proc, script: str, seconds: int, fixed: tuple[str, str] | None = None) -> dict:
     cpu0 = gw.cpu_seconds()
     r = run_wrk(gw.port, script, seconds)
-    r["cpu_us_per_req"] = (gw.cpu_seconds() - cpu0) / max(r["requests"], 1) * 1e6
+    r["cpu_us_per_req_closed_loop"] = (gw.cpu_seconds() - cpu0) / max(r["requests"], 1) * 1e6
+    if fixed:
+        r.update(run_fixed_rate(gw, gw.port, fixed[0], fixed[1], seconds))
+    else:
+        r["cpu_us_per_req"] = r["cpu_us_per_req_closed_loop"]
     return r
 
 
@@ -323,6 +362,7 @@ def main():
     up_port, up_admin = free_port(), free_port()
     upstream = Proc("upstream", upstream_config(up_port, up_admin), workdir, 1, up_port)
     script = wrk_script(workdir, SUBS)
+    fixed = h2load_inputs(workdir, SUBS)
 
     filters, routes, secrets = native_chain(SUBS)
     configs = {
@@ -331,20 +371,33 @@ def main():
         "native-chain": (filters, routes, secrets),
         "mlgate": ([wasm_filter(WASM, mlgate_config(SUBS), "mlgate")], prefix_route(), None),
     }
+    quick = "--quick" in sys.argv
+    if quick:
+        # Where does mlgate's cost go? The same load through variants with fewer host calls.
+        configs = {k: configs[k] for k in ("no-filter", "empty-wasm", "mlgate")}
+        configs["mlgate-no-metadata"] = ([wasm_filter(WASM, mlgate_config(SUBS, export_metadata="off"), "mlgate")],
+                                         prefix_route(), None)
+        configs["mlgate-no-metadata-no-headers"] = (
+            [wasm_filter(WASM, mlgate_config(SUBS, export_metadata="off", rate_limit_headers=False), "mlgate")],
+            prefix_route(), None)
+        configs["mlgate-no-limits"] = ([wasm_filter(WASM, mlgate_config(SUBS, rate_limit=False, quota=False,
+                                                                         export_metadata="off"), "mlgate")],
+                                       prefix_route(), None)
     gateways = {}
     for name, (fs, rs, sec) in configs.items():
         port, admin = free_port(), free_port()
         gateways[name] = Proc(name, bootstrap(port, admin, up_port, fs, rs, sec), workdir, 1, port)
         check_forwarding(port, key(7))
     assert keyless_status(gateways["mlgate"].port) == 401
-    assert keyless_status(gateways["native-chain"].port) == 401
+    if not quick:
+        assert keyless_status(gateways["native-chain"].port) == 401
 
     rounds: dict[str, list[dict]] = {n: [] for n in gateways}
     for name, gw in gateways.items():          # warm-up
         run_wrk(gw.port, script, 2)
     for _ in range(ROUNDS):                     # alternating rounds: drift hits all alike
         for name, gw in gateways.items():
-            rounds[name].append(measure(gw, script, SECONDS))
+            rounds[name].append(measure(gw, script, SECONDS, fixed))
     rss = {n: g.peak_rss_kib() for n, g in gateways.items()}
     for g in gateways.values():
         g.stop()
@@ -358,17 +411,24 @@ def main():
             "p99_ms": statistics.median(r["p99_ms"] for r in rs),
             "cpu_us_per_req": statistics.median(cpu),
             "cpu_us_spread": max(cpu) - min(cpu),
-            "non2xx": sum(r["non2xx"] for r in rs),
+            "non2xx": sum(r["non2xx"] for r in rs) + sum(r["fixed_done"] - r["fixed_2xx"] for r in rs),
             "peak_rss_mib": rss[name] / 1024,
             "rounds": rs,
         }
     base = summary["no-filter"]
     for s in summary.values():
         s["cpu_overhead_us"] = s["cpu_us_per_req"] - base["cpu_us_per_req"]
+    if quick:
+        for name, s in summary.items():
+            print(f"{name:32} {s['rps']:8,.0f} req/s  p99 {s['p99_ms']:.2f} ms  CPU {s['cpu_us_per_req']:7.2f} us/req "
+                  f"(±{s['cpu_us_spread'] / 2:.2f})  overhead {s['cpu_overhead_us']:7.2f} us  non-2xx {s['non2xx']}")
+        upstream.stop()
+        return
 
     # Scale: 1, 1,000 and 100,000 subscriptions (quota only; one key, so only the size differs).
     scale = {}
     one_key = wrk_script(workdir, 1)
+    one_key_fixed = h2load_inputs(workdir, 1)
     for n in (1, 1000, 100000):
         port, admin = free_port(), free_port()
         t0 = time.time()
@@ -377,7 +437,7 @@ def main():
         ready_s = time.time() - t0
         check_forwarding(port, key(0))
         run_wrk(port, one_key, 2)
-        rs = [measure(gw, one_key, max(SECONDS // 2, 3)) for _ in range(2)]
+        rs = [measure(gw, one_key, max(SECONDS // 2, 3), one_key_fixed) for _ in range(2)]
         m = re.findall(r"subscriptions in (\d+) ms; wasm memory (\d+) KiB", gw.log())
         scale[n] = {"cpu_us_per_req": statistics.median(r["cpu_us_per_req"] for r in rs),
                     "cpu_us_spread": max(r["cpu_us_per_req"] for r in rs) - min(r["cpu_us_per_req"] for r in rs),
@@ -416,7 +476,9 @@ def main():
     env_version = subprocess.run([str(ENVOY), "--version"], capture_output=True, text=True).stdout.strip().split("version: ")[-1]
 
     lines = [f"Machine: {machine}. Envoy {env_version}. wrk -t1 -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS} s, "
-             f"keys rotating over {SUBS} subscriptions; gateway --concurrency 1.", "",
+             f"keys rotating over {SUBS} subscriptions; gateway --concurrency 1. req/s and latency: closed loop (wrk); "
+             f"CPU us/req: user+sys of the gateway Envoy at a fixed {FIXED_RPS} req/s (h2load, keys in the query) "
+             f"/ requests done.", "",
              "| configuration | req/s | p50 ms | p99 ms | CPU us/req | overhead vs (1) us | peak RSS MiB | non-2xx |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for i, (name, s) in enumerate(summary.items(), 1):

@@ -95,8 +95,8 @@ fn decide(gw: &Gateway, store: &mut Mem, hs: &[(String, String)], now: u64) -> b
     let Decision::Forward(fwd) = gw.evaluate(&req) else { return false };
     let mut ctx = Ctx { store, now_ms: now, max_retries: 8, client_ip: "", headers: hs, counter_slots: 16 };
     let ok = matches!(limits::check(gw, &fwd, &mut ctx), limits::Outcome::Admit(_));
-    let mut local = Vec::with_capacity(8);
-    gw.header_edits(&req, &fwd, &mut local);
+    let mut local = Vec::with_capacity(hs.len() + 3);
+    gw.upstream_headers(&req, &fwd, &mut local);
     black_box(&local);
     ok
 }

@@ -49,8 +49,8 @@ struct RawConfig {
     product_id_header: String,
     #[serde(default = "default_true")]
     rate_limit_headers: bool,
-    #[serde(default = "default_true")]
-    export_metadata: bool,
+    #[serde(default)]
+    export_metadata: ExportMetadata,
     #[serde(default)]
     failure_mode: FailureMode,
     #[serde(default = "default_cas_retries")]
@@ -233,6 +233,18 @@ pub enum Unmatched {
     PassThrough,
 }
 
+/// How the match is exported as filter state (each property is one host call).
+#[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportMetadata {
+    /// One property, `wasm.mlgate`: `api=…&operation=…&subscription=…&product=…&<params>`.
+    #[default]
+    Combined,
+    /// Five properties: `wasm.mlgate.api`, `.operation`, `.subscription`, `.product`, `.params`.
+    Fields,
+    Off,
+}
+
 /// What to do when the shared counters cannot be updated.
 #[derive(Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -266,7 +278,7 @@ pub struct Settings {
     pub subscription_id_header: String,
     pub product_id_header: String,
     pub rate_limit_headers: bool,
-    pub export_metadata: bool,
+    pub export_metadata: ExportMetadata,
     pub failure_mode: FailureMode,
     pub max_cas_retries: u32,
     pub counter_slots: u32,

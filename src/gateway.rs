@@ -37,10 +37,6 @@ impl<'r> Request<'r> {
     pub fn header(&self, lc_name: &str) -> Option<&'r str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(lc_name)).map(|(_, v)| v.as_str())
     }
-
-    pub fn count(&self, lc_name: &str) -> usize {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(lc_name)).count()
-    }
 }
 
 #[derive(Debug)]
@@ -75,15 +71,43 @@ impl Forward<'_, '_> {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
-}
 
-/// One change to the request headers, in the order the host should apply them.
-#[derive(Debug, PartialEq, Eq)]
-pub enum HeaderEdit<'a> {
-    Remove(&'a str),
-    /// Replace the single existing value.
-    Replace(&'a str, &'a str),
-    Add(&'a str, &'a str),
+    /// Template parameters as `name=value&…` (values as they were in the URL).
+    pub fn params_query(&self) -> String {
+        let mut out = String::with_capacity(64);
+        self.write_params(&mut out);
+        out
+    }
+
+    fn write_params(&self, out: &mut String) {
+        for (i, (k, v)) in self.params.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+
+    /// The whole match in one string, for the combined filter-state property:
+    /// `api=…&operation=…&subscription=…&product=…` followed by the template parameters.
+    pub fn metadata(&self) -> String {
+        let mut out = String::with_capacity(96);
+        for (k, v) in [("api", &self.api.id), ("operation", &self.op.id), ("subscription", &self.sub.id), ("product", &self.product.id)] {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
+        if !self.params.is_empty() {
+            out.push('&');
+            self.write_params(&mut out);
+        }
+        out
+    }
 }
 
 impl Gateway {
@@ -156,29 +180,32 @@ impl Gateway {
         })
     }
 
-    /// The header edits for a forwarded request: drop the subscription key and any
-    /// client-supplied identity headers, inject the backend key, authority and identity.
-    pub fn header_edits<'a>(&'a self, req: &Request<'_>, fwd: &'a Forward<'_, '_>, out: &mut Vec<HeaderEdit<'a>>) {
+    /// The complete upstream header list for a forwarded request, to be set in one host
+    /// call: the client's headers in order, minus the subscription key and any client copies
+    /// of `authorization` and the identity headers, with `:path` and `:authority` rewritten,
+    /// then the backend key and the caller's identity.
+    pub fn upstream_headers<'a>(&'a self, req: &'a Request<'_>, fwd: &'a Forward<'_, '_>, out: &mut Vec<(&'a str, &'a str)>) {
         let s = &self.settings;
-        out.push(HeaderEdit::Replace(":path", &fwd.upstream_path));
-        out.push(HeaderEdit::Replace(":authority", &fwd.api.service_authority));
-        if req.count(&fwd.api.key_header_lc) > 0 {
-            out.push(HeaderEdit::Remove(&fwd.api.key_header_lc));
-        }
-        for (name, value) in [
-            ("authorization", fwd.authorization),
-            (s.subscription_id_header.as_str(), fwd.sub.id.as_str()),
-            (s.product_id_header.as_str(), fwd.product.id.as_str()),
-        ] {
-            match req.count(name) {
-                0 => out.push(HeaderEdit::Add(name, value)),
-                1 => out.push(HeaderEdit::Replace(name, value)),
-                _ => {
-                    out.push(HeaderEdit::Remove(name));
-                    out.push(HeaderEdit::Add(name, value));
+        let api = fwd.api;
+        for (k, v) in req.headers {
+            let k = k.as_str();
+            let value = match k {
+                ":path" => fwd.upstream_path.as_str(),
+                ":authority" => api.service_authority.as_str(),
+                _ if k.eq_ignore_ascii_case("authorization")
+                    || k.eq_ignore_ascii_case(&api.key_header_lc)
+                    || k.eq_ignore_ascii_case(&s.subscription_id_header)
+                    || k.eq_ignore_ascii_case(&s.product_id_header) =>
+                {
+                    continue
                 }
-            }
+                _ => v.as_str(),
+            };
+            out.push((k, value));
         }
+        out.push(("authorization", fwd.authorization));
+        out.push((s.subscription_id_header.as_str(), fwd.sub.id.as_str()));
+        out.push((s.product_id_header.as_str(), fwd.product.id.as_str()));
     }
 }
 

@@ -1,8 +1,8 @@
 //! The only module that talks to Envoy. It reads the request, asks the core for a decision,
 //! and applies it: local reply, or header rewrite + limits + filter state. No policy here.
 
-use crate::config::{FailureMode, Gateway, ProcessEnv};
-use crate::gateway::{Decision, HeaderEdit, Request};
+use crate::config::{ExportMetadata, FailureMode, Gateway, ProcessEnv};
+use crate::gateway::{Decision, Request};
 use crate::limits::{self, Ctx, HostError, Outcome, SetError, Store};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
@@ -216,33 +216,23 @@ impl HttpContext for Stream {
             }
         }
 
-        let mut edits = Vec::with_capacity(8);
-        gw.header_edits(&req, &fwd, &mut edits);
-        for e in edits {
-            match e {
-                HeaderEdit::Remove(k) => self.set_http_request_header(k, None),
-                HeaderEdit::Replace(k, v) => self.set_http_request_header(k, Some(v)),
-                HeaderEdit::Add(k, v) => self.add_http_request_header(k, v),
+        // One host call for the whole rewrite (each crossing costs more than the planning).
+        let mut upstream = Vec::with_capacity(headers.len() + 3);
+        gw.upstream_headers(&req, &fwd, &mut upstream);
+        self.set_http_request_headers(upstream);
+        let set = |k: &str, v: &str| {
+            let _ = proxy_wasm::hostcalls::set_property(vec![k], Some(v.as_bytes()));
+        };
+        match gw.settings.export_metadata {
+            ExportMetadata::Combined => set("mlgate", &fwd.metadata()),
+            ExportMetadata::Fields => {
+                set("mlgate.api", &fwd.api.id);
+                set("mlgate.operation", &fwd.op.id);
+                set("mlgate.subscription", &fwd.sub.id);
+                set("mlgate.product", &fwd.product.id);
+                set("mlgate.params", &fwd.params_query());
             }
-        }
-        if gw.settings.export_metadata {
-            let set = |k: &str, v: &str| {
-                let _ = proxy_wasm::hostcalls::set_property(vec![k], Some(v.as_bytes()));
-            };
-            set("mlgate.api", &fwd.api.id);
-            set("mlgate.operation", &fwd.op.id);
-            set("mlgate.subscription", &fwd.sub.id);
-            set("mlgate.product", &fwd.product.id);
-            let mut params = String::new();
-            for (k, v) in &fwd.params {
-                if !params.is_empty() {
-                    params.push('&');
-                }
-                params.push_str(k);
-                params.push('=');
-                params.push_str(v);
-            }
-            set("mlgate.params", &params);
+            ExportMetadata::Off => {}
         }
         self.state = Some(Admitted { sub_index: fwd.sub_index, api_index: fwd.api_index, op_index: fwd.op_index, count_bandwidth });
         Action::Continue

@@ -3,7 +3,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::support::{demo, gateway, headers};
 use crate::config::Gateway;
-use crate::gateway::{Decision, Forward, HeaderEdit, Request};
+use crate::gateway::{Decision, Forward, Request};
 use crate::reply::{Reply, INVALID_KEY, MISSING_KEY};
 use serde_json::json;
 
@@ -161,32 +161,35 @@ fn upstream_path_strips_suffix_and_key_only() {
 }
 
 #[test]
-fn header_edits_replace_credentials_and_identity() {
+fn upstream_headers_replace_credentials_and_identity() {
     let gw = gateway(&demo());
     let h = req(
         "POST",
         RRS,
         &[
             ("ocp-apim-subscription-key", "alice-1"),
-            ("authorization", "Basic client"),
+            ("Authorization", "Basic client"),
             ("x-mlgate-subscription-id", "forged"),
+            ("content-type", "application/json"),
+            ("X-MLGATE-PRODUCT-ID", "forged"),
             ("x-mlgate-subscription-id", "forged-again"),
         ],
     );
     let request = Request::from_headers(&h);
     let f = forward(gw.evaluate(&request));
-    let mut edits = Vec::new();
-    gw.header_edits(&request, &f, &mut edits);
+    let mut out = Vec::new();
+    gw.upstream_headers(&request, &f, &mut out);
     assert_eq!(
-        edits,
+        out,
         vec![
-            HeaderEdit::Replace(":path", "/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"),
-            HeaderEdit::Replace(":authority", "ussouthcentral.services.azureml.net"),
-            HeaderEdit::Remove("ocp-apim-subscription-key"),
-            HeaderEdit::Replace("authorization", "Bearer ws1-svc1-key"),
-            HeaderEdit::Remove("x-mlgate-subscription-id"),
-            HeaderEdit::Add("x-mlgate-subscription-id", "alice"),
-            HeaderEdit::Add("x-mlgate-product-id", "starter"),
+            (":method", "POST"),
+            (":path", "/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"),
+            (":scheme", "https"),
+            (":authority", "ussouthcentral.services.azureml.net"),
+            ("content-type", "application/json"),
+            ("authorization", "Bearer ws1-svc1-key"),
+            ("x-mlgate-subscription-id", "alice"),
+            ("x-mlgate-product-id", "starter"),
         ]
     );
 }
@@ -198,4 +201,13 @@ fn longest_api_suffix_wins() {
     let gw = gateway(&cfg);
     let h = req("GET", "/azureml-demo/v2/ping/1?v=2&mode=fast", &[("x-key", "bob-1")]);
     assert_eq!(forward(run(&gw, &h)).api.id, "other");
+}
+
+#[test]
+fn metadata_strings() {
+    let gw = gateway(&demo());
+    let h = req("DELETE", "/azureml-demo/workspaces/w9/services/s9/jobs/j%201?api-version=2.0", &[("ocp-apim-subscription-key", "alice-1")]);
+    let f = forward(run(&gw, &h));
+    assert_eq!(f.metadata(), "api=azureml-demo&operation=bes-delete&subscription=alice&product=starter&workspace=w9&service=s9&jobid=j%201&apiversion=2.0");
+    assert_eq!(f.params_query(), "workspace=w9&service=s9&jobid=j%201&apiversion=2.0");
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 ENVOY = ROOT / ".venv" / "bin" / "envoy"
-WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "mlgate.wasm"
+WASM = Path(os.environ.get("MLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "mlgate.wasm")
 SIM = ROOT / "target" / "release" / "azureml-sim"
 AZURITE = ROOT / ".tools" / "node" / "node_modules" / ".bin" / "azurite-blob"
 
@@ -104,7 +104,7 @@ def header_values(req: dict, name: str) -> list[str]:
 # Envoy
 # --------------------------------------------------------------------------------------------
 ACCESS_LOG_FORMAT = (
-    "id=%REQ(X-TEST-ID)% api=%FILTER_STATE(wasm.mlgate.api:PLAIN)% op=%FILTER_STATE(wasm.mlgate.operation:PLAIN)% "
+    "id=%REQ(X-TEST-ID)% meta=%FILTER_STATE(wasm.mlgate:PLAIN)% api=%FILTER_STATE(wasm.mlgate.api:PLAIN)% op=%FILTER_STATE(wasm.mlgate.operation:PLAIN)% "
     "sub=%FILTER_STATE(wasm.mlgate.subscription:PLAIN)% product=%FILTER_STATE(wasm.mlgate.product:PLAIN)% "
     "params=%FILTER_STATE(wasm.mlgate.params:PLAIN)% status=%RESPONSE_CODE%\n"
 )

@@ -171,7 +171,7 @@ def test_every_preset_operation_is_forwarded(gw, method, path, op):
     assert got["method"] == method
     assert got["raw_path"] == path[len("/azureml-demo"):]
     line = gw.access_line(f"preset-{op}")
-    assert line.startswith(f"api=azureml-demo op={op} sub=alice product=starter "), line
+    assert line.startswith(f"meta=api=azureml-demo&operation={op}&subscription=alice&product=starter&workspace=w&"), line
 
 
 # ---- the upstream request -----------------------------------------------------------------
@@ -219,12 +219,34 @@ def test_match_is_exported_to_filter_state_and_access_log(gw):
     r = gw.request("DELETE", "/azureml-demo/workspaces/ws9/services/svc9/jobs/abc?api-version=2.0",
                    {"Ocp-Apim-Subscription-Key": "alice-primary", "X-Test-Id": "state"})
     assert r.status == 200
+    # Default: one property, wasm.mlgate (one host call).
     line = gw.access_line("state")
-    assert line == ("api=azureml-demo op=bes-delete sub=alice product=starter "
-                    "params=workspace=ws9&service=svc9&jobid=abc&apiversion=2.0 status=200"), line
+    assert line == ("meta=api=azureml-demo&operation=bes-delete&subscription=alice&product=starter"
+                    "&workspace=ws9&service=svc9&jobid=abc&apiversion=2.0 "
+                    "api=- op=- sub=- product=- params=- status=200"), line
     # A rejected request carries no match.
     gw.request("GET", "/healthz", {"X-Test-Id": "rejected"})
-    assert gw.access_line("rejected") == "api=- op=- sub=- product=- params=- status=404"
+    assert gw.access_line("rejected") == "meta=- api=- op=- sub=- product=- params=- status=404"
+
+
+def test_match_exported_as_separate_fields(upstream):
+    cfg = copy.deepcopy(CONFIG)
+    cfg["export_metadata"] = "fields"
+    e = Envoy(cfg, upstream.port, env=ENV)
+    try:
+        r = e.request("POST", "/score/models/m7/predict", {"X-Api-Key": "bob-primary", "X-Test-Id": "fields"}, b"{}")
+        assert r.status == 200
+        assert e.access_line("fields") == "meta=- api=scoring op=predict sub=bob product=everything params=model=m7 status=200"
+    finally:
+        e.stop()
+    cfg["export_metadata"] = "off"
+    e = Envoy(cfg, upstream.port, env=ENV)
+    try:
+        r = e.request("POST", "/score/models/m7/predict", {"X-Api-Key": "bob-primary", "X-Test-Id": "off"}, b"{}")
+        assert r.status == 200
+        assert e.access_line("off") == "meta=- api=- op=- sub=- product=- params=- status=200"
+    finally:
+        e.stop()
 
 
 def test_keys_are_never_logged(gw):
