@@ -43,14 +43,21 @@ impl Store for Mem {
         Ok(self.map.get(key).cloned())
     }
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError> {
-        if let Some((_, c)) = self.map.get(key) {
-            if cas != 0 && cas != *c {
-                return Err(SetError::CasMismatch);
+        self.cas += 1;
+        match self.map.get_mut(key) {
+            Some(e) if cas != 0 && cas != e.1 => Err(SetError::CasMismatch),
+            Some(e) => {
+                // The host copies the value into its own buffer, as here.
+                e.0.clear();
+                e.0.extend_from_slice(value);
+                e.1 = self.cas;
+                Ok(())
+            }
+            None => {
+                self.map.insert(key.to_string(), (value.to_vec(), self.cas));
+                Ok(())
             }
         }
-        self.cas += 1;
-        self.map.insert(key.to_string(), (value.to_vec(), self.cas));
-        Ok(())
     }
 }
 

@@ -287,6 +287,8 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct Api {
     pub id: String,
+    /// Names this API's rate-limit state inside records (`a:<id>`).
+    pub limit_id: String,
     pub name: String,
     /// The URL suffix with a leading slash (`/azureml-demo`), or empty for the root API.
     pub prefix: String,
@@ -322,6 +324,8 @@ impl Credential {
 #[derive(Debug)]
 pub struct Product {
     pub id: String,
+    /// Names this product's rate-limit state inside records (`p:<id>`).
+    pub limit_id: String,
     pub name: String,
     /// Indices into `Gateway::apis`.
     pub apis: Vec<u16>,
@@ -332,6 +336,8 @@ pub struct Product {
 #[derive(Debug)]
 pub struct Subscription {
     pub id: String,
+    /// Its shared-data record (`mlgate/s/<id>`), built once here rather than per request.
+    pub record_key: String,
     pub name: Option<String>,
     pub product: u32,
     pub state: SubscriptionState,
@@ -435,7 +441,7 @@ fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, ConfigError
         if let Some(q) = &p.quota {
             check_quota(q, &field("quota"))?;
         }
-        products.push(Product { id: p.id, name: p.name, apis: ids, rate_limit: p.rate_limit, quota: p.quota });
+        products.push(Product { limit_id: format!("p:{}", p.id), id: p.id, name: p.name, apis: ids, rate_limit: p.rate_limit, quota: p.quota });
     }
 
     let mut subscriptions = Vec::with_capacity(raw.subscriptions.len());
@@ -488,7 +494,7 @@ fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, ConfigError
         if !any_key {
             return Err(ConfigError::new(field("primary_key"), "a subscription needs a primary or secondary key"));
         }
-        subscriptions.push(Subscription { id: s.id, name: s.name, product: product as u32, state: s.state, start_ms });
+        subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, name: s.name, product: product as u32, state: s.state, start_ms });
     }
 
     Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings })
@@ -558,7 +564,7 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment) -> Result<Api, Config
         if let Some(rl) = &o.rate_limit {
             check_rate_limit(rl, &ofield("rate_limit"))?;
         }
-        ops.push(Operation { id: o.id, name: o.name, method: o.method, template, rate_limit: o.rate_limit });
+        ops.push(Operation { limit_id: format!("o:{}/{}", a.id, o.id), id: o.id, name: o.name, method: o.method, template, rate_limit: o.rate_limit });
     }
     let route = Route::build(ops).map_err(|(j, r)| ConfigError::new(format!("apis[{i}].operations[{j}].url_template"), r))?;
 
@@ -594,6 +600,7 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment) -> Result<Api, Config
         check_rate_limit(rl, &field("rate_limit"))?;
     }
     Ok(Api {
+        limit_id: format!("a:{}", a.id),
         id: a.id,
         name: a.name,
         prefix,

@@ -88,7 +88,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
         let gateway = self.gateway.clone()?;
-        Some(Box::new(Stream { gateway, stats: self.stats, state: None, body_bytes: 0, response_headers: Vec::new() }))
+        Some(Box::new(Stream { gateway, stats: self.stats, state: None, body_bytes: 0, rate_limit: None, response_headers: Vec::new() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -109,6 +109,7 @@ struct Stream {
     stats: Option<Stats>,
     state: Option<Admitted>,
     body_bytes: u64,
+    rate_limit: Option<limits::RateLimitStatus>,
     response_headers: Vec<(String, String)>,
 }
 
@@ -189,6 +190,7 @@ impl HttpContext for Stream {
                     }
                     count_bandwidth = a.count_bandwidth;
                     self.response_headers = a.headers;
+                    self.rate_limit = a.rate_limit;
                 }
                 Outcome::Deny(r) => {
                     if let Some(s) = self.stats {
@@ -246,6 +248,11 @@ impl HttpContext for Stream {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        if let Some(rl) = self.rate_limit.take() {
+            for (k, v) in rl.headers() {
+                self.add_http_response_header(k, &v);
+            }
+        }
         for (k, v) in std::mem::take(&mut self.response_headers) {
             self.add_http_response_header(&k, &v);
         }

@@ -73,49 +73,25 @@ pub fn create_if_absent(store: &mut dyn Store, key: &str, value: &[u8]) -> Resul
 /// One limit that applies to a request, borrowed from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub enum Spec<'g> {
-    Rate { scope: Scope<'g>, cfg: &'g RateLimitConfig },
+    /// `id` names the limit's state inside a record (`p:<product>`, `a:<api>`, `o:<api>/<op>`).
+    Rate { id: &'g str, cfg: &'g RateLimitConfig },
     Quota { cfg: &'g QuotaConfig, start_ms: u64 },
 }
 
-/// Names a rate limit's state inside a record (and its counter table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope<'g> {
-    Product(&'g str),
-    Api(&'g str),
-    Operation(&'g str, &'g str),
-}
-
-impl Scope<'_> {
-    fn write_id(&self, out: &mut Vec<u8>) {
-        match self {
-            Scope::Product(p) => {
-                out.extend_from_slice(b"p:");
-                out.extend_from_slice(p.as_bytes());
-            }
-            Scope::Api(a) => {
-                out.extend_from_slice(b"a:");
-                out.extend_from_slice(a.as_bytes());
-            }
-            Scope::Operation(a, o) => {
-                out.extend_from_slice(b"o:");
-                out.extend_from_slice(a.as_bytes());
-                out.push(b'/');
-                out.extend_from_slice(o.as_bytes());
-            }
-        }
-    }
-}
+/// At most this many limits apply to one request: product, API and operation rate limits,
+/// and the product quota.
+const MAX_SPECS: usize = 4;
 
 /// The limits of a forwarded request, in APIM's order: product, API, operation, quota.
 pub fn specs<'g>(fwd: &Forward<'g, '_>) -> impl Iterator<Item = Spec<'g>> {
     let p = fwd.product;
     let a = fwd.api;
     let o = fwd.op;
-    let rate = |scope, cfg: &'g Option<RateLimitConfig>| cfg.as_ref().map(|cfg| Spec::Rate { scope, cfg });
+    let rate = |id: &'g String, cfg: &'g Option<RateLimitConfig>| cfg.as_ref().map(|cfg| Spec::Rate { id: id.as_str(), cfg });
     [
-        rate(Scope::Product(&p.id), &p.rate_limit),
-        rate(Scope::Api(&a.id), &a.rate_limit),
-        rate(Scope::Operation(&a.id, &o.id), &o.rate_limit),
+        rate(&p.limit_id, &p.rate_limit),
+        rate(&a.limit_id, &a.rate_limit),
+        rate(&o.limit_id, &o.rate_limit),
         p.quota.as_ref().map(|cfg| Spec::Quota { cfg, start_ms: fwd.sub.start_ms }),
     ]
     .into_iter()
@@ -167,31 +143,41 @@ struct Seg {
     end: usize,
 }
 
-/// Walks the segments of `rec[from..]`. A malformed tail ends the walk (and is dropped on the
-/// next write): state that cannot be read is treated as empty, never trusted.
-fn segments(rec: &[u8], from: usize, out: &mut Vec<Seg>) -> usize {
+/// The segment starting at `at`, if it is complete and well-formed. State that cannot be
+/// read ends the walk (and is dropped on the next write): it is treated as empty, never trusted.
+fn next_seg(rec: &[u8], at: usize) -> Option<Seg> {
+    let id_len = *rec.get(at)? as usize;
+    let id_start = at + 1;
+    let id_end = id_start + id_len;
+    let kind = *rec.get(id_end)?;
+    let payload = id_end + 1;
+    let end = match kind {
+        KIND_RATE if payload + 8 <= rec.len() => payload + 8 + 8 * rd32(rec, payload) as usize,
+        KIND_QUOTA => payload + 24,
+        _ => return None,
+    };
+    (end <= rec.len()).then_some(Seg { id_start, id_end, kind, payload, end })
+}
+
+/// Where the well-formed segments from `from` on end.
+fn valid_end(rec: &[u8], from: usize) -> usize {
     let mut at = from;
-    while at < rec.len() {
-        let id_len = rec[at] as usize;
-        let id_start = at + 1;
-        let id_end = id_start + id_len;
-        if id_end + 1 > rec.len() {
-            break;
-        }
-        let kind = rec[id_end];
-        let payload = id_end + 1;
-        let end = match kind {
-            KIND_RATE if payload + 8 <= rec.len() => payload + 8 + 8 * rd32(rec, payload) as usize,
-            KIND_QUOTA => payload + 24,
-            _ => break,
-        };
-        if end > rec.len() {
-            break;
-        }
-        out.push(Seg { id_start, id_end, kind, payload, end });
-        at = end;
+    while let Some(seg) = next_seg(rec, at) {
+        at = seg.end;
     }
     at
+}
+
+/// The segment of `kind` named `id`, if the record has one.
+fn find_seg(rec: &[u8], from: usize, kind: u8, id: &[u8]) -> Option<Seg> {
+    let mut at = from;
+    while let Some(seg) = next_seg(rec, at) {
+        if seg.kind == kind && &rec[seg.id_start..seg.id_end] == id {
+            return Some(seg);
+        }
+        at = seg.end;
+    }
+    None
 }
 
 fn push_rate_segment(rec: &mut Vec<u8>, id: &[u8], n: u32) {
@@ -289,9 +275,31 @@ pub enum Outcome {
     Unavailable,
 }
 
-/// Headers for an admitted response, and whether response bytes must be counted.
+/// The most restrictive limit after an admission: `RateLimit-Limit`, `-Remaining`, `-Reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_secs: u64,
+}
+
+impl RateLimitStatus {
+    /// The three `RateLimit-*` response headers.
+    pub fn headers(&self) -> [(&'static str, String); 3] {
+        [
+            ("ratelimit-limit", self.limit.to_string()),
+            ("ratelimit-remaining", self.remaining.to_string()),
+            ("ratelimit-reset", self.reset_secs.to_string()),
+        ]
+    }
+}
+
+/// What an admitted response carries, and whether response bytes must be counted.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Admitted {
+    /// For the `RateLimit-*` headers (unless turned off in config).
+    pub rate_limit: Option<RateLimitStatus>,
+    /// APIM's optional `remaining_calls_header` / `total_calls_header` (names as configured).
     pub headers: Vec<(String, String)>,
     /// A bandwidth quota applies: report body bytes with [`add_bandwidth`].
     pub count_bandwidth: bool,
@@ -330,47 +338,47 @@ fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
     start_ms + (now - start_ms) / period_ms * period_ms
 }
 
-/// A spec resolved against a record: where its state is.
-struct Slot {
-    payload: usize,
-}
+/// What a record must hold for one limit: its id and, for a rate limit, the ring size.
+type Need<'a> = (&'a [u8], Option<u32>);
 
-/// Finds or adds the segments `specs` need in `rec` (which starts at `base`), resizing rings
-/// whose limit changed. Keeps segments of other limits untouched.
-fn prepare(rec: &mut Vec<u8>, base: usize, specs: &[(Vec<u8>, Option<u32>)], slots: &mut Vec<Slot>, scratch: &mut Vec<Seg>) {
-    scratch.clear();
-    let end = segments(rec, base, scratch);
+/// Finds or adds the segments `needs` in `rec` (whose segments start at `base`), resizing
+/// rings whose limit changed, and writes each one's payload offset into `slots`. Segments of
+/// other limits are kept untouched.
+fn prepare(rec: &mut Vec<u8>, base: usize, needs: &[Need<'_>], slots: &mut [usize; MAX_SPECS]) {
+    let end = valid_end(rec, base);
     rec.truncate(end);
-    slots.clear();
-    for (id, ring_n) in specs {
+    let mut i = 0;
+    while i < needs.len() {
+        let (id, ring_n) = needs[i];
         let kind = if ring_n.is_some() { KIND_RATE } else { KIND_QUOTA };
-        let found = scratch.iter().find(|s| s.kind == kind && &rec[s.id_start..s.id_end] == id.as_slice()).copied();
-        match (found, ring_n) {
-            (Some(s), Some(n)) if Ring::n(rec, s.payload) != *n as usize => {
+        match (find_seg(rec, base, kind, id), ring_n) {
+            (Some(s), Some(n)) if Ring::n(rec, s.payload) != n as usize => {
                 // The limit changed: rebuild this ring in place of the old one, keeping the
-                // newest admissions, and re-walk (offsets after it moved).
-                let times = Ring::resized(rec, s.payload, *n);
+                // newest admissions, then start over (offsets after it moved).
+                let times = Ring::resized(rec, s.payload, n);
                 let mut seg = Vec::with_capacity(10 + id.len() + 8 * times.len());
-                push_rate_segment(&mut seg, id, *n);
+                push_rate_segment(&mut seg, id, n);
                 let p = 1 + id.len() + 1;
-                for (i, t) in times.iter().enumerate() {
-                    wr64(&mut seg, p + 8 + 8 * i, *t);
+                for (j, t) in times.iter().enumerate() {
+                    wr64(&mut seg, p + 8 + 8 * j, *t);
                 }
                 rec.splice(s.id_start - 1..s.end, seg);
-                return prepare(rec, base, specs, slots, scratch);
+                i = 0;
+                continue;
             }
-            (Some(s), _) => slots.push(Slot { payload: s.payload }),
+            (Some(s), _) => slots[i] = s.payload,
             (None, Some(n)) => {
                 let at = rec.len();
-                push_rate_segment(rec, id, *n);
-                slots.push(Slot { payload: at + 1 + id.len() + 1 });
+                push_rate_segment(rec, id, n);
+                slots[i] = at + 1 + id.len() + 1;
             }
             (None, None) => {
                 let at = rec.len();
                 push_quota_segment(rec);
-                slots.push(Slot { payload: at + 1 + QUOTA_ID.len() + 1 });
+                slots[i] = at + 1 + QUOTA_ID.len() + 1;
             }
         }
+        i += 1;
     }
 }
 
@@ -395,21 +403,23 @@ enum RecordVerdict {
 /// Decides and counts one request against every limit that applies. `Admit` means it was
 /// counted in all of them; a denial counted nowhere.
 pub fn check(gw: &Gateway, fwd: &Forward<'_, '_>, ctx: &mut Ctx<'_>) -> Outcome {
-    let mut sub_specs: Vec<(Vec<u8>, Option<u32>)> = Vec::new();
-    let mut sub_cfg: Vec<Spec<'_>> = Vec::new();
-    let mut keyed: Vec<(Scope<'_>, &RateLimitConfig)> = Vec::new();
-    for spec in specs(fwd) {
+    // Fixed arrays: no allocation to sort the limits (at most MAX_SPECS apply).
+    let mut needs: [Need<'_>; MAX_SPECS] = [(&[], None); MAX_SPECS];
+    let mut sub_cfg: [Option<Spec<'_>>; MAX_SPECS] = [None; MAX_SPECS];
+    let mut n_sub = 0;
+    let mut keyed: [Option<(&str, &RateLimitConfig)>; MAX_SPECS] = [None; MAX_SPECS];
+    for (i, spec) in specs(fwd).enumerate() {
         match spec {
-            Spec::Rate { scope, cfg } if cfg.counter.is_some() => keyed.push((scope, cfg)),
-            Spec::Rate { scope, cfg } => {
-                let mut id = Vec::new();
-                scope.write_id(&mut id);
-                sub_specs.push((id, Some(cfg.calls)));
-                sub_cfg.push(spec);
+            Spec::Rate { id, cfg } if cfg.counter.is_some() => keyed[i] = Some((id, cfg)),
+            Spec::Rate { id, cfg } => {
+                needs[n_sub] = (id.as_bytes(), Some(cfg.calls));
+                sub_cfg[n_sub] = Some(spec);
+                n_sub += 1;
             }
             Spec::Quota { .. } => {
-                sub_specs.push((QUOTA_ID.to_vec(), None));
-                sub_cfg.push(spec);
+                needs[n_sub] = (QUOTA_ID, None);
+                sub_cfg[n_sub] = Some(spec);
+                n_sub += 1;
             }
         }
     }
@@ -418,9 +428,9 @@ pub fn check(gw: &Gateway, fwd: &Forward<'_, '_>, ctx: &mut Ctx<'_>) -> Outcome 
     let mut undo: Vec<Undo> = Vec::new();
 
     // Keyed counters first (their denials are the cheapest to undo), then the subscription.
-    for (scope, cfg) in &keyed {
+    for (id, cfg) in keyed.iter().flatten() {
         let value = counter_value(cfg, ctx);
-        match commit_keyed(*scope, cfg, value, ctx, &mut tight, &mut admitted) {
+        match commit_keyed(id, cfg, value, ctx, &mut tight, &mut admitted) {
             Ok((RecordVerdict::Admit, u)) => undo.push(u),
             Ok((RecordVerdict::Deny(r), _)) => {
                 rollback(&undo, ctx);
@@ -432,9 +442,9 @@ pub fn check(gw: &Gateway, fwd: &Forward<'_, '_>, ctx: &mut Ctx<'_>) -> Outcome 
             }
         }
     }
-    if !sub_specs.is_empty() {
-        let key = gw.record_key(fwd.sub_index);
-        match commit_subscription(&key, &sub_specs, &sub_cfg, ctx, &mut tight, &mut admitted) {
+    if n_sub > 0 {
+        let key = &fwd.sub.record_key;
+        match commit_subscription(key, &needs[..n_sub], &sub_cfg[..n_sub], ctx, &mut tight, &mut admitted) {
             Ok(RecordVerdict::Admit) => {}
             Ok(RecordVerdict::Deny(r)) => {
                 rollback(&undo, ctx);
@@ -447,11 +457,7 @@ pub fn check(gw: &Gateway, fwd: &Forward<'_, '_>, ctx: &mut Ctx<'_>) -> Outcome 
         }
     }
     if gw.settings.rate_limit_headers {
-        if let Some((limit, remaining, reset)) = tight.best {
-            admitted.headers.push(("ratelimit-limit".into(), limit.to_string()));
-            admitted.headers.push(("ratelimit-remaining".into(), remaining.to_string()));
-            admitted.headers.push(("ratelimit-reset".into(), reset.to_string()));
-        }
+        admitted.rate_limit = tight.best.map(|(limit, remaining, reset_secs)| RateLimitStatus { limit, remaining, reset_secs });
     }
     Outcome::Admit(admitted)
 }
@@ -474,28 +480,27 @@ fn load(store: &mut dyn Store, key: &str, empty: &[u8]) -> Result<(Vec<u8>, u32)
 
 fn commit_subscription(
     key: &str,
-    specs: &[(Vec<u8>, Option<u32>)],
-    cfgs: &[Spec<'_>],
+    needs: &[Need<'_>],
+    cfgs: &[Option<Spec<'_>>],
     ctx: &mut Ctx<'_>,
     tight: &mut Tightest,
     admitted: &mut Admitted,
 ) -> Result<RecordVerdict, HostError> {
     let now = ctx.now_ms;
-    let mut slots = Vec::with_capacity(specs.len());
-    let mut scratch = Vec::with_capacity(specs.len() + 2);
+    let mut slots = [0usize; MAX_SPECS];
     for _ in 0..ctx.max_retries {
         let (mut rec, cas) = load(ctx.store, key, b"")?;
-        prepare(&mut rec, 0, specs, &mut slots, &mut scratch);
+        prepare(&mut rec, 0, needs, &mut slots);
         // Decide everything first; write nothing unless all admit.
-        for (slot, spec) in slots.iter().zip(cfgs) {
-            if let Err(r) = decide(&rec, slot.payload, spec, now) {
+        for (p, spec) in slots.iter().zip(cfgs.iter().flatten()) {
+            if let Err(r) = decide(&rec, *p, spec, now) {
                 return Ok(RecordVerdict::Deny(r));
             }
         }
         let mut headers = Vec::new();
         let mut local = Tightest::default();
-        for (slot, spec) in slots.iter().zip(cfgs) {
-            count(&mut rec, slot.payload, spec, now, &mut local, &mut headers, &mut admitted.count_bandwidth);
+        for (p, spec) in slots.iter().zip(cfgs.iter().flatten()) {
+            count(&mut rec, *p, spec, now, &mut local, &mut headers, &mut admitted.count_bandwidth);
         }
         match ctx.store.set(key, &rec, cas) {
             Ok(()) => {
@@ -579,16 +584,16 @@ pub fn add_bandwidth(gw: &Gateway, fwd: &Forward<'_, '_>, bytes: u64, ctx: &mut 
     if bytes == 0 {
         return Ok(());
     }
-    let key = gw.record_key(fwd.sub_index);
-    let spec = [(QUOTA_ID.to_vec(), None)];
-    let mut slots = Vec::with_capacity(1);
-    let mut scratch = Vec::new();
+    let _ = gw;
+    let key = &fwd.sub.record_key;
+    let need: [Need<'_>; 1] = [(QUOTA_ID, None)];
+    let mut slots = [0usize; MAX_SPECS];
     let period = cfg.renewal_period * 1000;
     let cur = period_start(ctx.now_ms, fwd.sub.start_ms, period);
     for _ in 0..ctx.max_retries {
-        let (mut rec, cas) = load(ctx.store, &key, b"")?;
-        prepare(&mut rec, 0, &spec, &mut slots, &mut scratch);
-        let p = slots[0].payload;
+        let (mut rec, cas) = load(ctx.store, key, b"")?;
+        prepare(&mut rec, 0, &need, &mut slots);
+        let p = slots[0];
         if rd64(&rec, p) != cur {
             wr64(&mut rec, p, cur);
             wr64(&mut rec, p + 8, 0);
@@ -596,7 +601,7 @@ pub fn add_bandwidth(gw: &Gateway, fwd: &Forward<'_, '_>, bytes: u64, ctx: &mut 
         }
         let total = rd64(&rec, p + 16).saturating_add(bytes);
         wr64(&mut rec, p + 16, total);
-        match ctx.store.set(&key, &rec, cas) {
+        match ctx.store.set(key, &rec, cas) {
             Ok(()) => return Ok(()),
             Err(SetError::CasMismatch) => continue,
             Err(SetError::Host) => return Err(HostError),
@@ -632,50 +637,45 @@ struct Undo {
     prev: u64,
 }
 
-fn keyed_record_key(scope: &Scope<'_>, slot: u32) -> String {
-    let mut id = Vec::new();
-    scope.write_id(&mut id);
-    format!("mlgate/c/{}/{slot}", String::from_utf8_lossy(&id))
+fn keyed_record_key(id: &str, slot: u32) -> String {
+    format!("mlgate/c/{id}/{slot}")
 }
 
 fn commit_keyed(
-    scope: Scope<'_>,
+    id: &str,
     cfg: &RateLimitConfig,
     value: &str,
     ctx: &mut Ctx<'_>,
     tight: &mut Tightest,
     admitted: &mut Admitted,
 ) -> Result<(RecordVerdict, Undo), HostError> {
-    let mut id = Vec::new();
-    scope.write_id(&mut id);
-    let owner = fnv1a(0x6d6c_6761_7465, &[&id, value.as_bytes()]) | 1; // 0 = never owned
-    let first = (fnv1a(0, &[&id, value.as_bytes()]) % u64::from(ctx.counter_slots)) as u32;
+    let owner = fnv1a(0x6d6c_6761_7465, &[id.as_bytes(), value.as_bytes()]) | 1; // 0 = never owned
+    let first = (fnv1a(0, &[id.as_bytes(), value.as_bytes()]) % u64::from(ctx.counter_slots)) as u32;
     let period = u64::from(cfg.renewal_period) * 1000;
     let now = ctx.now_ms;
-    let spec_list = [(id.clone(), Some(cfg.calls))];
-    let spec = Spec::Rate { scope, cfg };
-    let mut slots = Vec::with_capacity(1);
-    let mut scratch = Vec::new();
+    let need: [Need<'_>; 1] = [(id.as_bytes(), Some(cfg.calls))];
+    let spec = Spec::Rate { id, cfg };
+    let mut slots = [0usize; MAX_SPECS];
 
     // Pick the slot: ours, else a free one (never used or all its admissions expired), else
     // share the first probe (counts merge: conservative, never admits more for a key).
     let mut chosen = None;
     for i in 0..PROBES.min(ctx.counter_slots) {
         let slot = (first + i) % ctx.counter_slots;
-        let key = keyed_record_key(&scope, slot);
+        let key = keyed_record_key(id, slot);
         let (rec, _) = load(ctx.store, &key, &0u64.to_le_bytes())?;
         let tag = if rec.len() >= 8 { rd64(&rec, 0) } else { 0 };
         let mut r = rec;
         let base = 8.min(r.len());
-        prepare(&mut r, base, &spec_list, &mut slots, &mut scratch);
-        let idle = r.len() < 8 || Ring::status(&r, slots[0].payload, now, period).0 == u64::from(cfg.calls);
+        prepare(&mut r, base, &need, &mut slots);
+        let idle = r.len() < 8 || Ring::status(&r, slots[0], now, period).0 == u64::from(cfg.calls);
         if tag == owner || tag == 0 || idle {
             chosen = Some(key);
             break;
         }
     }
     let shared = chosen.is_none();
-    let key = chosen.unwrap_or_else(|| keyed_record_key(&scope, first));
+    let key = chosen.unwrap_or_else(|| keyed_record_key(id, first));
     if shared {
         admitted.shared_counter_slots += 1;
     }
@@ -686,8 +686,8 @@ fn commit_keyed(
             rec = 0u64.to_le_bytes().to_vec();
         }
         let tag = rd64(&rec, 0);
-        prepare(&mut rec, 8, &spec_list, &mut slots, &mut scratch);
-        let p = slots[0].payload;
+        prepare(&mut rec, 8, &need, &mut slots);
+        let p = slots[0];
         if tag != owner && !shared {
             // Taking over a free slot: the previous owner's expired admissions stay, and
             // they no longer count in the window anyway.
@@ -727,13 +727,10 @@ fn commit_keyed(
 /// admission time gets its previous value back. Best effort: a failure leaves the
 /// admission counted, which errs on the side of admitting fewer.
 fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
-    let mut scratch = Vec::new();
     for u in undo.iter().rev() {
         for _ in 0..ctx.max_retries {
             let Ok(Some((mut rec, cas))) = ctx.store.get(&u.key) else { break };
-            scratch.clear();
-            segments(&rec, 8.min(rec.len()), &mut scratch);
-            let Some(seg) = scratch.iter().find(|s| s.kind == KIND_RATE) else { break };
+            let Some(seg) = next_seg(&rec, 8.min(rec.len())).filter(|s| s.kind == KIND_RATE) else { break };
             let p = seg.payload;
             let n = Ring::n(&rec, p);
             let Some(i) = (0..n).rev().find(|&i| Ring::at(&rec, p, i) == u.time) else { break };
@@ -752,15 +749,5 @@ fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
                 _ => break,
             }
         }
-    }
-}
-
-impl Gateway {
-    /// The shared-data key of a subscription's record.
-    pub fn record_key(&self, sub: u32) -> String {
-        let mut k = String::with_capacity(9 + self.subscriptions[sub as usize].id.len());
-        k.push_str("mlgate/s/");
-        k.push_str(&self.subscriptions[sub as usize].id);
-        k
     }
 }

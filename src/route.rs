@@ -28,6 +28,8 @@ pub enum QueryPart {
 #[derive(Debug)]
 pub struct Operation {
     pub id: String,
+    /// Names this operation's rate-limit state inside records (`o:<api>/<op>`).
+    pub limit_id: String,
     pub name: String,
     pub method: String,
     pub template: Template,

@@ -51,7 +51,13 @@ fn denial(o: Outcome) -> (u16, String, String) {
 
 fn header(o: &Outcome, name: &str) -> Option<String> {
     let Outcome::Admit(a) = o else { return None };
-    a.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    let standard = a.rate_limit.map(|rl| rl.headers()).unwrap_or_default();
+    standard
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .chain(a.headers.iter().cloned())
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
 }
 
 #[test]
