@@ -138,3 +138,31 @@ def test_bes_failure_and_cancel(env, azurite):
     # Bad job payloads are AzureML 400s.
     r = post(env, f"{BASE}/jobs?api-version=2.0", {"Input": {"ConnectionString": conn}})
     assert r.status == 400 and r.json()["error"]["code"] == "BadArgument"
+
+
+def test_sim_scope_flags_and_clean_shutdown(azurite):
+    """--workspace/--service restrict the sim to one web service; SIGTERM exits cleanly."""
+    import subprocess
+    from harness import SIM, free_port, wait_port
+    port = free_port()
+    p = subprocess.Popen([str(SIM), "--listen", f"127.0.0.1:{port}", "--api-key", "k", "--workspace", "ws1",
+                          "--service", "svc1", "--bitsize", "2", "--ngrams", "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_port(port, 30, p)
+        assert p.stdout.readline().strip() == f"azureml-sim listening on http://127.0.0.1:{port}"
+        import http.client
+        def rrs(ws):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            c.request("POST", f"/workspaces/{ws}/services/svc1/execute?api-version=2.0&details=true",
+                      json.dumps(RRS_BODY), {"Authorization": "Bearer k", "Content-Type": "application/json"})
+            r = c.getresponse()
+            return r.status, json.loads(r.read())
+        status, body = rrs("ws1")
+        assert status == 200
+        # --bitsize 2, --ngrams 1: four columns, tokens only (5 tokens).
+        assert body["Results"]["output1"]["value"]["Values"][0][1:] == ["0", "3", "1", "1"]   # golden/check.py
+        status, body = rrs("ws2")
+        assert status == 404 and body["error"]["code"] == "NotFound"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0

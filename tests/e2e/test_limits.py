@@ -188,3 +188,17 @@ def test_floods_leave_shared_data_flat(upstream):
         assert e.stat("wasmcustom.mlgate.shared_data_keys") <= 1 + 8
     finally:
         e.stop()
+
+
+def test_rate_limit_by_client_ip(upstream):
+    """counter: "ip" counts the downstream address (from Envoy's source.address), shared by
+    every subscription calling from it."""
+    cfg = config({}, subs=("alice", "bob"))
+    cfg["apis"][0]["rate_limit"] = {"calls": 3, "renewal_period": 60, "counter": "ip"}
+    e = Envoy(cfg, upstream.port, concurrency=2)
+    try:
+        got = [call(e, key=k).status for k in ("alice-key", "bob-key", "alice-key", "bob-key", "alice-key")]
+        assert got == [200, 200, 200, 429, 429]
+        check_429(call(e, key="bob-key"), 60)
+    finally:
+        e.stop()
