@@ -229,22 +229,18 @@ def test_match_is_exported_to_filter_state_and_access_log(gw):
     assert gw.access_line("rejected") == "meta=- api=- op=- sub=- product=- params=- status=404"
 
 
-def test_match_exported_as_separate_fields(upstream):
+@pytest.mark.parametrize("mode,expected", [
+    ("fields", "meta=- api=scoring op=predict sub=bob product=everything params=model=m7 status=200"),
+    ("off", "meta=- api=- op=- sub=- product=- params=- status=200"),
+])
+def test_match_export_modes(upstream, mode, expected):
     cfg = copy.deepcopy(CONFIG)
-    cfg["export_metadata"] = "fields"
+    cfg["export_metadata"] = mode
     e = Envoy(cfg, upstream.port, env=ENV)
     try:
-        r = e.request("POST", "/score/models/m7/predict", {"X-Api-Key": "bob-primary", "X-Test-Id": "fields"}, b"{}")
+        r = e.request("POST", "/score/models/m7/predict", {"X-Api-Key": "bob-primary", "X-Test-Id": mode}, b"{}")
         assert r.status == 200
-        assert e.access_line("fields") == "meta=- api=scoring op=predict sub=bob product=everything params=model=m7 status=200"
-    finally:
-        e.stop()
-    cfg["export_metadata"] = "off"
-    e = Envoy(cfg, upstream.port, env=ENV)
-    try:
-        r = e.request("POST", "/score/models/m7/predict", {"X-Api-Key": "bob-primary", "X-Test-Id": "off"}, b"{}")
-        assert r.status == 200
-        assert e.access_line("off") == "meta=- api=- op=- sub=- product=- params=- status=200"
+        assert e.access_line(mode) == expected
     finally:
         e.stop()
 
