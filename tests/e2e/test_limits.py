@@ -2,6 +2,7 @@
 proven with real concurrent traffic."""
 import copy
 import re
+from collections import Counter
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,7 +53,8 @@ def test_exactly_n_across_four_workers_over_consecutive_windows(upstream):
             before = upstream.count()
             results = simultaneous(e.port, [raw] * 300)
             ok = [r for r in results if r.status == 200]
-            assert len(ok) == limit, f"window {window}: {len(ok)} admitted"
+            statuses = sorted(Counter(r.status for r in results).items())
+            assert len(ok) == limit, f"window {window}: {len(ok)} admitted; statuses {statuses}"
             for r in results:
                 if r.status != 200:
                     check_429(r, period)
