@@ -279,7 +279,7 @@ impl HttpContext for Stream {
             headers: &[],
             counter_slots: gw.settings.counter_slots,
         };
-        if limits::add_bandwidth(&gw, &fwd, self.body_bytes, &mut ctx).is_err() {
+        if limits::add_bandwidth(&fwd, self.body_bytes, &mut ctx).is_err() {
             if let Some(s) = self.stats {
                 Stats::inc(s.shared_data_failures);
             }

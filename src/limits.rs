@@ -579,12 +579,11 @@ fn count(
 }
 
 /// Adds body bytes to the subscription's bandwidth quota (after the response).
-pub fn add_bandwidth(gw: &Gateway, fwd: &Forward<'_, '_>, bytes: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
+pub fn add_bandwidth(fwd: &Forward<'_, '_>, bytes: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
     let Some(cfg) = fwd.product.quota.as_ref().filter(|q| q.bandwidth_kb.is_some()) else { return Ok(()) };
     if bytes == 0 {
         return Ok(());
     }
-    let _ = gw;
     let key = &fwd.sub.record_key;
     let need: [Need<'_>; 1] = [(QUOTA_ID, None)];
     let mut slots = [0usize; MAX_SPECS];

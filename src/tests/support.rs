@@ -73,11 +73,14 @@ pub struct Inner {
     pub forced_conflicts: u32,
 }
 
+/// Another worker's action, run once right before a store's next set.
+pub type Hook = Rc<RefCell<Option<Box<dyn FnMut()>>>>;
+
 #[derive(Clone, Default)]
 pub struct MemStore {
     pub inner: Rc<RefCell<Inner>>,
     /// Runs once, right before this handle's next set: another worker acting in between.
-    pub before_set: Rc<RefCell<Option<Box<dyn FnMut()>>>>,
+    pub before_set: Hook,
 }
 
 impl MemStore {
