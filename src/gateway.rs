@@ -52,9 +52,7 @@ pub enum Decision<'g, 'r> {
 /// An authenticated, matched request and its upstream rewrite plan.
 #[derive(Debug)]
 pub struct Forward<'g, 'r> {
-    pub api_index: u16,
     pub api: &'g Api,
-    pub op_index: u16,
     pub op: &'g Operation,
     pub sub_index: u32,
     pub sub: &'g Subscription,
@@ -75,39 +73,35 @@ impl Forward<'_, '_> {
     /// Template parameters as `name=value&…` (values as they were in the URL).
     pub fn params_query(&self) -> String {
         let mut out = String::with_capacity(64);
-        self.write_params(&mut out);
-        out
-    }
-
-    fn write_params(&self, out: &mut String) {
-        for (i, (k, v)) in self.params.iter().enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
+        for (k, v) in &self.params {
+            push_pair(&mut out, k, v);
         }
+        out
     }
 
     /// The whole match in one string, for the combined filter-state property:
     /// `api=…&operation=…&subscription=…&product=…` followed by the template parameters.
     pub fn metadata(&self) -> String {
         let mut out = String::with_capacity(96);
-        for (k, v) in [("api", &self.api.id), ("operation", &self.op.id), ("subscription", &self.sub.id), ("product", &self.product.id)] {
-            if !out.is_empty() {
-                out.push('&');
-            }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
+        let fixed = [("api", &self.api.id), ("operation", &self.op.id), ("subscription", &self.sub.id), ("product", &self.product.id)];
+        for (k, v) in fixed {
+            push_pair(&mut out, k, v);
         }
-        if !self.params.is_empty() {
-            out.push('&');
-            self.write_params(&mut out);
+        for (k, v) in &self.params {
+            push_pair(&mut out, k, v);
         }
         out
     }
+}
+
+/// Appends `k=v`, preceded by `&` unless `out` is empty.
+fn push_pair(out: &mut String, k: &str, v: &str) {
+    if !out.is_empty() {
+        out.push('&');
+    }
+    out.push_str(k);
+    out.push('=');
+    out.push_str(v);
 }
 
 impl Gateway {
@@ -160,9 +154,7 @@ impl Gateway {
         };
 
         Decision::Forward(Forward {
-            api_index,
             api,
-            op_index: m.op,
             op,
             sub_index,
             sub,

@@ -99,8 +99,6 @@ impl RootContext for Root {
 /// What a forwarded stream remembers for its response and log phases.
 struct Admitted {
     sub_index: u32,
-    api_index: u16,
-    op_index: u16,
     count_bandwidth: bool,
 }
 
@@ -236,7 +234,7 @@ impl HttpContext for Stream {
             }
             ExportMetadata::Off => {}
         }
-        self.state = Some(Admitted { sub_index: fwd.sub_index, api_index: fwd.api_index, op_index: fwd.op_index, count_bandwidth });
+        self.state = Some(Admitted { sub_index: fwd.sub_index, count_bandwidth });
         Action::Continue
     }
 
@@ -269,7 +267,8 @@ impl HttpContext for Stream {
     fn on_log(&mut self) {
         let Some(st) = self.state.take().filter(|s| s.count_bandwidth && self.body_bytes > 0) else { return };
         let gw = Rc::clone(&self.gateway);
-        let Some(fwd) = rebuild_forward(&gw, &st) else { return };
+        let Some(sub) = gw.subscriptions.get(st.sub_index as usize) else { return };
+        let Some(product) = gw.products.get(sub.product as usize) else { return };
         let mut store = SharedData { keys_created: 0 };
         let mut ctx = Ctx {
             store: &mut store,
@@ -279,7 +278,7 @@ impl HttpContext for Stream {
             headers: &[],
             counter_slots: gw.settings.counter_slots,
         };
-        if limits::add_bandwidth(&fwd, self.body_bytes, &mut ctx).is_err() {
+        if limits::add_bandwidth(sub, product, self.body_bytes, &mut ctx).is_err() {
             if let Some(s) = self.stats {
                 Stats::inc(s.shared_data_failures);
             }
@@ -289,26 +288,6 @@ impl HttpContext for Stream {
 
 fn fwd_needs_ip(fwd: &crate::gateway::Forward<'_, '_>) -> bool {
     limits::specs(fwd).any(|s| matches!(s, limits::Spec::Rate { cfg, .. } if cfg.counter.as_deref() == Some("ip")))
-}
-
-/// The parts of a forward that bandwidth accounting needs, from stored indices.
-fn rebuild_forward<'g>(gw: &'g Gateway, st: &Admitted) -> Option<crate::gateway::Forward<'g, 'static>> {
-    let api = gw.apis.get(st.api_index as usize)?;
-    let op = api.route.operations.get(st.op_index as usize)?;
-    let sub = gw.subscriptions.get(st.sub_index as usize)?;
-    let product = gw.products.get(sub.product as usize)?;
-    Some(crate::gateway::Forward {
-        api_index: st.api_index,
-        api,
-        op_index: st.op_index,
-        op,
-        sub_index: st.sub_index,
-        sub,
-        product,
-        params: Vec::new(),
-        upstream_path: String::new(),
-        authorization: "",
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@
 //! Keys are created only for configured subscriptions and table slots, never for what a
 //! client sends, so shared-data memory is bounded by configuration, not by traffic.
 
-use crate::config::{Gateway, QuotaConfig, RateLimitConfig};
+use crate::config::{Gateway, Product, QuotaConfig, RateLimitConfig, Subscription};
 use crate::gateway::Forward;
 use crate::reply::{self, Reply};
 
@@ -563,11 +563,7 @@ fn count(
         Spec::Quota { cfg, start_ms } => {
             let period = cfg.renewal_period * 1000;
             let cur = period_start(now, *start_ms, period);
-            if rd64(rec, p) != cur {
-                wr64(rec, p, cur);
-                wr64(rec, p + 8, 0);
-                wr64(rec, p + 16, 0);
-            }
+            roll_quota(rec, p, cur);
             let calls = rd64(rec, p + 8) + 1;
             wr64(rec, p + 8, calls);
             if let Some(limit) = cfg.calls {
@@ -578,26 +574,30 @@ fn count(
     }
 }
 
-/// Adds body bytes to the subscription's bandwidth quota (after the response).
-pub fn add_bandwidth(fwd: &Forward<'_, '_>, bytes: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
-    let Some(cfg) = fwd.product.quota.as_ref().filter(|q| q.bandwidth_kb.is_some()) else { return Ok(()) };
+/// Starts a new quota period in the segment at `p` if `cur` is not the one it counts.
+fn roll_quota(rec: &mut [u8], p: usize, cur: u64) {
+    if rd64(rec, p) != cur {
+        wr64(rec, p, cur);
+        wr64(rec, p + 8, 0);
+        wr64(rec, p + 16, 0);
+    }
+}
+
+/// Adds body bytes to a subscription's bandwidth quota (after the response).
+pub fn add_bandwidth(sub: &Subscription, product: &Product, bytes: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
+    let Some(cfg) = product.quota.as_ref().filter(|q| q.bandwidth_kb.is_some()) else { return Ok(()) };
     if bytes == 0 {
         return Ok(());
     }
-    let key = &fwd.sub.record_key;
+    let key = &sub.record_key;
     let need: [Need<'_>; 1] = [(QUOTA_ID, None)];
     let mut slots = [0usize; MAX_SPECS];
-    let period = cfg.renewal_period * 1000;
-    let cur = period_start(ctx.now_ms, fwd.sub.start_ms, period);
+    let cur = period_start(ctx.now_ms, sub.start_ms, cfg.renewal_period * 1000);
     for _ in 0..ctx.max_retries {
         let (mut rec, cas) = load(ctx.store, key, b"")?;
         prepare(&mut rec, 0, &need, &mut slots);
         let p = slots[0];
-        if rd64(&rec, p) != cur {
-            wr64(&mut rec, p, cur);
-            wr64(&mut rec, p + 8, 0);
-            wr64(&mut rec, p + 16, 0);
-        }
+        roll_quota(&mut rec, p, cur);
         let total = rd64(&rec, p + 16).saturating_add(bytes);
         wr64(&mut rec, p + 16, total);
         match ctx.store.set(key, &rec, cas) {

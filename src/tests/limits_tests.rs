@@ -134,10 +134,10 @@ fn bandwidth_quota_counts_bytes_after_the_fact() {
     let hs = headers(&[(":method", "POST"), (":path", RRS), ("ocp-apim-subscription-key", "alice-1")]);
     let Decision::Forward(fwd) = gw.evaluate(&Request::from_headers(&hs)) else { panic!() };
     let mut ctx = Ctx { store: &mut s, now_ms: T0, max_retries: 8, client_ip: "", headers: &[], counter_slots: 16 };
-    limits::add_bandwidth(&fwd, 2047, &mut ctx).unwrap();
+    limits::add_bandwidth(fwd.sub, fwd.product, 2047, &mut ctx).unwrap();
     assert_eq!(status(&check(&gw, &mut s, T0 + 1, "alice-1")), 200);
     let mut ctx = Ctx { store: &mut s, now_ms: T0, max_retries: 8, client_ip: "", headers: &[], counter_slots: 16 };
-    limits::add_bandwidth(&fwd, 1, &mut ctx).unwrap();
+    limits::add_bandwidth(fwd.sub, fwd.product, 1, &mut ctx).unwrap();
     let (st, msg, _) = denial(check(&gw, &mut s, T0 + 2, "alice-1"));
     assert_eq!(st, 403);
     assert!(msg.starts_with("Out of bandwidth quota. Quota will be replenished in 00:00:"), "{msg}");
