@@ -88,3 +88,27 @@ bench: deps wrk
 clean:
 	cargo clean
 	rm -rf $(VENV) $(TOOLS)
+
+# --- deploy (issue 12): OCI image, Istio manifests, the mlgate CLI ------------------------------
+# Added as separate rules so the targets above stay as they are.
+OCI_DIR    := target/oci
+MLGATE_CLI := target/release/mlgate
+.PHONY: oci cli deploy-deps
+
+# target/oci/: an OCI image layout of mlgate.wasm (Istio's "compat" variant) + mlgate.wasm.sha256.
+oci: build
+	python3 deploy/oci/build.py $(WASM) $(OCI_DIR) $(if $(MLGATE_IMAGE),--image $(MLGATE_IMAGE))
+
+# target/release/mlgate: the native CLI (check, key, envoy).
+cli:
+	cargo build --release -p mlgate-cli
+
+# What the deploy tests use: jsonschema + PyYAML (manifest validation), openssl (test certificates),
+# skopeo and Debian's docker-registry (pushing the OCI layout to a registry on loopback).
+deploy-deps: $(VENV)/.ok
+	@$(PY) -c 'import jsonschema, yaml' 2>/dev/null || $(VENV)/bin/pip install -q --disable-pip-version-check jsonschema==4.26.0 pyyaml==6.0.3
+	@command -v openssl >/dev/null && command -v skopeo >/dev/null && command -v docker-registry >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl skopeo docker-registry; }
+
+deps: deploy-deps
+test-e2e: oci
