@@ -1,6 +1,6 @@
 //! Where a caller is identified: subscription keys are held only as SHA-256 digests, looked
-//! up by digest, and confirmed with a constant-time comparison. A presented key is hashed
-//! once; nothing here ever formats a key or a digest into a message.
+//! up by digest prefix, and confirmed with a constant-time comparison. A presented key is
+//! hashed once; nothing here ever formats a key or a digest into a message.
 
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -13,15 +13,6 @@ pub struct Digest(pub [u8; 32]);
 impl std::fmt::Debug for Digest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Digest(..)")
-    }
-}
-
-impl std::hash::Hash for Digest {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // The digest is already uniformly distributed; its first 8 bytes are a fine hash.
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[..8]);
-        state.write_u64(u64::from_le_bytes(b));
     }
 }
 
@@ -39,8 +30,9 @@ impl Digest {
             return None;
         }
         let mut d = [0u8; 32];
-        for (i, pair) in b.chunks_exact(2).enumerate() {
-            d[i] = (hex_val(pair[0])? << 4) | hex_val(pair[1])?;
+        for (out, pair) in d.iter_mut().zip(b.chunks_exact(2)) {
+            let [hi, lo] = pair else { return None };
+            *out = (hex_val(*hi)? << 4) | hex_val(*lo)?;
         }
         Some(Digest(d))
     }
@@ -65,7 +57,7 @@ fn hex_val(c: u8) -> Option<u8> {
     }
 }
 
-/// A pass-through hasher for keys that hash themselves with `write_u64`.
+/// A pass-through hasher for the `u64` bucket keys (already uniformly distributed).
 #[derive(Default)]
 pub struct IdentityHasher(u64);
 
@@ -84,9 +76,20 @@ impl Hasher for IdentityHasher {
 }
 
 /// Digest → subscription index. Lookup cost does not grow with the number of subscriptions.
-#[derive(Debug, Default)]
+///
+/// Buckets are keyed by the first 8 bytes of the digest; the full 32 bytes are then confirmed
+/// with [`Digest::ct_eq`]. The bucket lookup's timing can tell an attacker at most whether
+/// the first 8 bytes of SHA-256 of *their own* input exist, which does not help them find a
+/// key (that would take a preimage); the confirmation does not even leak where it differs.
+#[derive(Default)]
 pub struct KeyIndex {
-    map: HashMap<Digest, (Digest, u32), BuildHasherDefault<IdentityHasher>>,
+    map: HashMap<u64, (Digest, u32), BuildHasherDefault<IdentityHasher>>,
+}
+
+fn bucket(d: &Digest) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(d.0.get(..8).unwrap_or(&[0; 8]));
+    u64::from_le_bytes(b)
 }
 
 impl KeyIndex {
@@ -94,19 +97,20 @@ impl KeyIndex {
         KeyIndex { map: HashMap::with_capacity_and_hasher(n, Default::default()) }
     }
 
-    /// False if the digest is already present.
+    /// False if the digest (or, with odds of 2^-64, its 8-byte bucket) is already present.
     pub fn insert(&mut self, d: Digest, sub: u32) -> bool {
-        if self.map.contains_key(&d) {
+        let b = bucket(&d);
+        if self.map.contains_key(&b) {
             return false;
         }
-        self.map.insert(d, (d, sub));
+        self.map.insert(b, (d, sub));
         true
     }
 
-    /// The subscription whose primary or secondary key is `key`.
+    /// The subscription whose primary or secondary key is `key` (any bytes).
     pub fn find(&self, key: &[u8]) -> Option<u32> {
         let d = Digest::of(key);
-        let (stored, sub) = self.map.get(&d)?;
+        let (stored, sub) = self.map.get(&bucket(&d))?;
         stored.ct_eq(&d).then_some(*sub)
     }
 
@@ -119,32 +123,12 @@ impl KeyIndex {
     }
 }
 
-/// Percent-decodes a query parameter value (`+` is a space, as in forms). `None` if the
-/// escapes are malformed or the result is not UTF-8-free-of-controls.
-pub fn percent_decode(v: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !v.bytes().any(|b| b == b'%' || b == b'+') {
-        return Some(std::borrow::Cow::Borrowed(v));
+/// Decodes a query parameter value as forms do (`+` is a space, `%XX` a byte); malformed
+/// escapes stay as they are. The result is bytes: a key need not be UTF-8 to be compared.
+pub fn query_decode(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.contains(&b'+') {
+        return percent_encoding::percent_decode(raw).into();
     }
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hi = hex_val(*b.get(i + 1)?)?;
-                let lo = hex_val(*b.get(i + 2)?)?;
-                out.push((hi << 4) | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+    let spaced: Vec<u8> = raw.iter().map(|&b| if b == b'+' { b' ' } else { b }).collect();
+    std::borrow::Cow::Owned(percent_encoding::percent_decode(&spaced).collect())
 }

@@ -1,26 +1,36 @@
 //! mlgate: an APIM-style gateway for AzureML Studio web services, as a proxy-wasm filter.
 //!
 //! The request path, in reading order:
-//! - [`config`]: the operator's JSON, validated into a [`config::Gateway`] at configure time.
-//! - [`gateway`]: `Gateway::evaluate` matches the API and operation ([`route`]), checks the
-//!   subscription key ([`keys`]) and plans the upstream rewrite, or returns an APIM [`reply`].
-//! - [`limits`]: rate limits and quotas over a shared-data [`limits::Store`], exact under
-//!   concurrency by compare-and-swap.
-//! - `host` (wasm32 only): the one module that talks to Envoy through proxy-wasm.
+//! - `config`: the operator's JSON (a private schema), compiled at configure time into the
+//!   [`Gateway`] model (`model`).
+//! - [`admit()`]: the one pipeline every request goes through. It matches the API and
+//!   operation (`route`), checks the subscription key (`keys`), decides the limits over a
+//!   [`Store`] (`limits`), and plans the upstream rewrite, or returns an APIM reply (`reply`).
+//! - `host` (wasm32 only): the one module that talks to Envoy. It reads the request as raw
+//!   bytes, calls `admit` and applies the outcome.
 //!
 //! Everything but `host` is plain Rust, tested natively and on wasm32.
 
-pub mod config;
-pub mod gateway;
-mod jsonpath;
-pub mod keys;
-pub mod limits;
-pub mod reply;
-pub mod route;
-pub mod time;
+mod admit;
+mod config;
+mod keys;
+mod limits;
+mod model;
+mod reply;
+mod route;
+mod summary;
+mod time;
 
 #[cfg(all(feature = "host", target_arch = "wasm32"))]
 mod host;
+
+pub use admit::{admit, export, record_bandwidth, Admission, Connection, Event, Events, Forward, Identity, Outcome, Request};
+pub use config::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
+pub use keys::Digest;
+pub use limits::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
+pub use model::{ExportMetadata, FailureMode, Gateway, SubscriptionState, Unmatched};
+pub use reply::Reply;
+pub use summary::{Summary, Upstream};
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,11 @@
 //! The responses mlgate writes itself, byte for byte as APIM's gateway writes them:
 //! `application/json` bodies of the form `{ "statusCode": 401, "message": "..." }`.
 
-use crate::config::Api;
+use crate::model::Api;
 
 pub const MISSING_KEY: &str =
     "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.";
-pub const INVALID_KEY: &str =
-    "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
+pub const INVALID_KEY: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 pub const NOT_FOUND: &str = "Resource not found";
 
 /// A local reply: status, extra headers (besides `content-type`), JSON body.
@@ -52,10 +51,7 @@ pub fn invalid_key() -> Reply {
 /// 401 with APIM's `WWW-Authenticate` challenge naming the API's key header.
 pub fn missing_key(scheme: &str, authority: &str, api: &Api) -> Reply {
     let scheme = if scheme.is_empty() { "https" } else { scheme };
-    let realm = format!(
-        "AzureApiManagementKey realm=\"{scheme}://{authority}{}\",name=\"{}\",type=\"header\"",
-        api.prefix, api.key_header
-    );
+    let realm = format!("AzureApiManagementKey realm=\"{scheme}://{authority}{}\",name=\"{}\",type=\"header\"", api.prefix, api.key_header);
     Reply::json(401, MISSING_KEY).with_header("www-authenticate", realm)
 }
 
@@ -81,4 +77,10 @@ pub fn quota_exceeded(bandwidth: bool, retry_after_secs: u64) -> Reply {
 /// 503 when the shared counters could not be updated and `failure_mode` is `deny`.
 pub fn limits_unavailable() -> Reply {
     Reply::json(503, "Service unavailable: rate limit state could not be updated. Try again later.")
+}
+
+/// 500 when the gateway cannot do its job for a request (no valid configuration, or the host
+/// refused the rewrite): fail closed, never forward.
+pub fn internal_error() -> Reply {
+    Reply::json(500, "Internal server error")
 }

@@ -5,8 +5,6 @@
 //! that share a path (e.g. `bes-status` GET and `bes-delete` DELETE) share a node and are told
 //! apart by method and by the query parameters their templates require.
 
-use crate::config::RateLimitConfig;
-
 /// A parsed URL template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -23,17 +21,6 @@ pub struct Template {
 pub enum QueryPart {
     Capture(String),
     Literal(String),
-}
-
-#[derive(Debug)]
-pub struct Operation {
-    pub id: String,
-    /// Names this operation's rate-limit state inside records (`o:<api>/<op>`).
-    pub limit_id: String,
-    pub name: String,
-    pub method: String,
-    pub template: Template,
-    pub rate_limit: Option<RateLimitConfig>,
 }
 
 fn is_param_name(s: &str) -> bool {
@@ -82,9 +69,7 @@ impl Template {
                         .and_then(|s| s.strip_suffix('}'))
                         .filter(|n| is_param_name(n))
                         .ok_or_else(|| format!("query part \"{pair}\": expected {{param}}"))?;
-                    if path_params.iter().any(|p| p == cap)
-                        || q.iter().any(|(_, p)| matches!(p, QueryPart::Capture(c) if c == cap))
-                    {
+                    if path_params.iter().any(|p| p == cap) || q.iter().any(|(_, p)| matches!(p, QueryPart::Capture(c) if c == cap)) {
                         return Err(format!("parameter \"{cap}\" appears twice"));
                     }
                     QueryPart::Capture(cap.to_string())
@@ -98,17 +83,13 @@ impl Template {
     }
 }
 
-/// All operations of one API, ready to match.
+/// All operations of one API, ready to match. Operation `i` here is operation `i` of the
+/// API in the model.
 #[derive(Default)]
 pub struct Route {
-    pub operations: Vec<Operation>,
+    /// (method, template) per operation.
+    ops: Vec<(String, Template)>,
     tree: matchit::Router<Vec<u16>>,
-}
-
-impl std::fmt::Debug for Route {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Route").field("operations", &self.operations).finish()
-    }
 }
 
 /// A matched operation and its template parameters (borrowed from the request).
@@ -116,59 +97,64 @@ impl std::fmt::Debug for Route {
 pub struct Matched<'r, 'q> {
     pub op: u16,
     /// (template name, raw value) for path and query captures, in template order.
-    pub params: Vec<(&'r str, &'q str)>,
+    pub params: Vec<(&'r str, &'q [u8])>,
 }
 
 impl Route {
     /// Builds the tree. On error, returns the index of the offending operation.
-    pub fn build(operations: Vec<Operation>) -> Result<Route, (usize, String)> {
+    pub fn build(ops: Vec<(String, Template)>) -> Result<Route, (usize, String)> {
+        if ops.len() > usize::from(u16::MAX) {
+            return Err((0, "too many operations".into()));
+        }
         let mut tree: matchit::Router<Vec<u16>> = matchit::Router::new();
-        let mut groups: Vec<(String, Vec<u16>)> = Vec::new();
-        for (i, op) in operations.iter().enumerate() {
-            if let Some(g) = groups.iter_mut().find(|(p, _)| *p == op.template.path) {
-                let clash = g.1.iter().any(|&j| {
-                    let other = &operations[j as usize];
-                    other.method == op.method && other.template.query == op.template.query
-                });
+        let mut groups: Vec<(&str, Vec<u16>)> = Vec::new();
+        for (i, (method, t)) in ops.iter().enumerate() {
+            let i16 = u16::try_from(i).map_err(|_| (i, "too many operations".to_string()))?;
+            if let Some(g) = groups.iter_mut().find(|(p, _)| *p == t.path) {
+                let clash = g.1.iter().filter_map(|&j| ops.get(usize::from(j))).any(|(m, o)| m == method && o.query == t.query);
                 if clash {
                     return Err((i, "same method and template as another operation".into()));
                 }
-                g.1.push(i as u16);
+                g.1.push(i16);
             } else {
-                groups.push((op.template.path.clone(), vec![i as u16]));
+                groups.push((t.path.as_str(), vec![i16]));
             }
         }
         // Operations in a group are tried in order: most query requirements first.
         for (path, mut ids) in groups {
-            let first = ids[0] as usize;
-            ids.sort_by_key(|&j| std::cmp::Reverse(operations[j as usize].template.query.len()));
-            tree.insert(path.as_str(), ids).map_err(|e| (first, format!("conflicts with another template: {e}")))?;
+            let first = ids.first().map_or(0, |&j| usize::from(j));
+            ids.sort_by_key(|&j| std::cmp::Reverse(ops.get(usize::from(j)).map_or(0, |(_, t)| t.query.len())));
+            tree.insert(path, ids).map_err(|e| (first, format!("conflicts with another template: {e}")))?;
         }
-        Ok(Route { operations, tree })
+        Ok(Route { ops, tree })
+    }
+
+    /// The method and template of operation `i`.
+    pub fn operation(&self, i: usize) -> Option<(&str, &Template)> {
+        self.ops.get(i).map(|(m, t)| (m.as_str(), t))
     }
 
     /// Matches `path` (already without the API suffix) and the raw query string.
-    pub fn find<'r, 'q>(&'r self, method: &str, path: &'q str, query: &'q str) -> Option<Matched<'r, 'q>> {
+    pub fn find<'r, 'q>(&'r self, method: &[u8], path: &'q str, query: &'q [u8]) -> Option<Matched<'r, 'q>> {
         let m = self.tree.at(path).ok()?;
         'ops: for &idx in m.value.iter() {
-            let op = &self.operations[idx as usize];
-            if op.method != method {
+            let Some((op_method, t)) = self.ops.get(usize::from(idx)) else { continue };
+            if op_method.as_bytes() != method {
                 continue;
             }
-            let mut params = Vec::with_capacity(op.template.path_params.len() + op.template.query.len());
+            let mut params = Vec::with_capacity(t.path_params.len() + t.query.len());
             for (k, v) in m.params.iter() {
                 // matchit hands back the names we inserted, which live in `self.tree`; map
-                // them to our own copies so the result borrows only `self.operations`.
-                let name = op.template.path_params.iter().find(|p| p.as_str() == k).map(String::as_str);
-                if let Some(name) = name {
+                // them to our own copies so the result borrows only `self.ops`.
+                if let Some(name) = t.path_params.iter().find(|p| p.as_str() == k) {
                     if v.is_empty() {
                         continue 'ops;
                     }
-                    params.push((name, v));
+                    params.push((name.as_str(), v.as_bytes()));
                 }
             }
-            for (name, part) in &op.template.query {
-                let Some(value) = query_value(query, name) else { continue 'ops };
+            for (name, part) in &t.query {
+                let Some(value) = query_value(query, name.as_bytes()) else { continue 'ops };
                 match part {
                     QueryPart::Capture(c) => {
                         if value.is_empty() {
@@ -177,7 +163,7 @@ impl Route {
                         params.push((c.as_str(), value))
                     }
                     QueryPart::Literal(l) => {
-                        if value != l {
+                        if value != l.as_bytes() {
                             continue 'ops;
                         }
                     }
@@ -190,9 +176,12 @@ impl Route {
 }
 
 /// The raw value of the first `name=` parameter of a query string, if present.
-pub fn query_value<'q>(query: &'q str, name: &str) -> Option<&'q str> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
+pub fn query_value<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
+    query.split(|&b| b == b'&').find_map(|pair| {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => pair.split_at(i),
+            None => (pair, &b"="[..]),
+        };
+        (k == name).then(|| v.get(1..).unwrap_or(b""))
     })
 }

@@ -12,62 +12,62 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn num(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// The decimal number in `b[from..to]` (ASCII digits only).
+fn num(b: &[u8], from: usize, to: usize) -> Option<u32> {
+    let digits = b.get(from..to)?;
+    if digits.is_empty() || digits.len() > 9 {
         return None;
     }
-    s.parse().ok()
+    digits.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
 }
 
 /// `2024-01-31T12:00:00Z`, `2024-01-31T12:00:00.5+02:00` → milliseconds since the epoch.
+/// Works on bytes throughout, so any input (non-ASCII included) is an answer, never a panic.
 pub fn parse_rfc3339_ms(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    let at = |i: usize| b.get(i).copied();
+    if b.len() < 20 || at(4) != Some(b'-') || at(7) != Some(b'-') || !matches!(at(10), Some(b'T' | b't' | b' ')) {
         return None;
     }
-    let (y, mo, d) = (num(&s[0..4])?, num(&s[5..7])?, num(&s[8..10])?);
-    let (h, mi, sec) = (num(&s[11..13])?, num(&s[14..16])?, num(&s[17..19])?);
+    if at(13) != Some(b':') || at(16) != Some(b':') {
+        return None;
+    }
+    let (y, mo, d) = (num(b, 0, 4)?, num(b, 5, 7)?, num(b, 8, 10)?);
+    let (h, mi, sec) = (num(b, 11, 13)?, num(b, 14, 16)?, num(b, 17, 19)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let mdays = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1..=12).contains(&mo) || d == 0 || d > mdays[(mo - 1) as usize] || h > 23 || mi > 59 || sec > 60 {
+    let month_days = mdays.get(usize::try_from(mo).ok()?.checked_sub(1)?).copied()?;
+    if d == 0 || d > month_days || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let mut rest = &s[19..];
+    let mut rest = b.get(19..)?;
     let mut ms = 0u64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
         if n == 0 {
             return None;
         }
-        let digits = &frac[..n];
-        let first3 = format!("{:0<3}", &digits[..n.min(3)]);
-        ms = u64::from(num(&first3)?);
-        rest = &frac[n..];
+        // Milliseconds from the first three digits, padded with zeros.
+        for i in 0..3 {
+            let digit = if i < n { frac.get(i).map_or(0, |c| c - b'0') } else { 0 };
+            ms = ms * 10 + u64::from(digit);
+        }
+        rest = frac.get(n..)?;
     }
     let offset_s: i64 = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let rb = rest.as_bytes();
-            if rb.len() != 6 || rb[3] != b':' {
-                return None;
-            }
-            let sign = match rb[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = (num(&rest[1..3])?, num(&rest[4..6])?);
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (num(rest, 1, 3)?, num(rest, 4, 6)?);
             if oh > 23 || om > 59 {
                 return None;
             }
+            let sign = if *sign == b'+' { 1 } else { -1 };
             sign * i64::from(oh * 3600 + om * 60)
         }
+        _ => return None,
     };
     let secs = days_from_civil(i64::from(y), mo, d) * 86_400 + i64::from(h * 3600 + mi * 60 + sec.min(59)) - offset_s;
-    if secs < 0 {
-        return None;
-    }
-    Some(secs as u64 * 1000 + ms)
+    u64::try_from(secs).ok()?.checked_mul(1000)?.checked_add(ms)
 }
 
 /// A duration as .NET prints a `TimeSpan` with the default format: `HH:MM:SS`, and

@@ -1,19 +1,21 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{demo, gateway, headers};
-use crate::config::Gateway;
-use crate::gateway::{Decision, Forward, Request};
+use super::support::{demo, gateway, headers, view, Conn, MemStore};
+use crate::admit::{admit, export, Forward, Outcome, Request};
+use crate::model::Gateway;
 use crate::reply::{Reply, INVALID_KEY, MISSING_KEY};
 use serde_json::json;
 
 const RRS: &str = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true";
 
-fn run<'g>(gw: &'g Gateway, hs: &'g [(String, String)]) -> Decision<'g, 'g> {
-    gw.evaluate(&Request::from_headers(hs))
+type Decision<'g, 'r> = Outcome<'g, 'r>;
+
+fn run<'g>(gw: &'g Gateway, hs: &'g [(&'g [u8], &'g [u8])]) -> Decision<'g, 'g> {
+    admit(gw, &Request::from_headers(hs), 1_700_000_000_000, &mut Conn::default(), &mut MemStore::default()).outcome
 }
 
-fn req(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+fn req(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut h = headers(&[(":method", method), (":path", path), (":scheme", "https"), (":authority", "gw.example.com")]);
     h.extend(headers(extra));
     h
@@ -22,14 +24,15 @@ fn req(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, String)
 fn reply(d: Decision<'_, '_>) -> Reply {
     match d {
         Decision::Reply(r) => r,
-        other => panic!("expected a reply, got {other:?}"),
+        _ => panic!("expected a reply"),
     }
 }
 
 fn forward<'g>(d: Decision<'g, 'g>) -> Forward<'g, 'g> {
     match d {
         Decision::Forward(f) => f,
-        other => panic!("expected a forward, got {other:?}"),
+        Decision::Reply(r) => panic!("expected a forward, got {r:?}"),
+        Decision::PassThrough { .. } => panic!("expected a forward, got a pass-through"),
     }
 }
 
@@ -43,22 +46,23 @@ fn message(r: &Reply) -> String {
 fn missing_key_is_401_with_apim_challenge() {
     let gw = gateway(&demo());
     let h = req("POST", RRS, &[]);
-    let r = reply(run(&gw, &h));
+    let r = reply(run(&gw, &view(&h)));
     assert_eq!(r.status, 401);
     assert_eq!(r.body, format!("{{ \"statusCode\": 401, \"message\": \"{MISSING_KEY}\" }}"));
     assert_eq!(
         r.headers,
         vec![(
             "www-authenticate".to_string(),
-            "AzureApiManagementKey realm=\"https://gw.example.com/azureml-demo\",name=\"Ocp-Apim-Subscription-Key\",type=\"header\"".to_string()
+            "AzureApiManagementKey realm=\"https://gw.example.com/azureml-demo\",name=\"Ocp-Apim-Subscription-Key\",type=\"header\""
+                .to_string()
         )]
     );
     // An empty header counts as missing too.
     let h = req("POST", RRS, &[("ocp-apim-subscription-key", "")]);
-    assert_eq!(message(&reply(run(&gw, &h))), MISSING_KEY);
+    assert_eq!(message(&reply(run(&gw, &view(&h)))), MISSING_KEY);
     // The challenge names the API's own header.
     let h = req("GET", "/other/ping/1?v=2&mode=fast", &[]);
-    let r = reply(run(&gw, &h));
+    let r = reply(run(&gw, &view(&h)));
     assert!(r.headers[0].1.contains("realm=\"https://gw.example.com/other\",name=\"X-Key\""), "{:?}", r.headers);
 }
 
@@ -69,10 +73,13 @@ fn invalid_keys_are_401() {
         ("wrong key", req("POST", RRS, &[("ocp-apim-subscription-key", "nope")])),
         ("suspended subscription", req("POST", RRS, &[("ocp-apim-subscription-key", "carol-1")])),
         ("product without the API", req("GET", "/other/ping/1?v=2&mode=fast", &[("x-key", "alice-1")])),
-        ("header wins over a valid query key", req("POST", &format!("{RRS}&subscription-key=alice-1"), &[("ocp-apim-subscription-key", "nope")])),
+        (
+            "header wins over a valid query key",
+            req("POST", &format!("{RRS}&subscription-key=alice-1"), &[("ocp-apim-subscription-key", "nope")]),
+        ),
         ("bad escape in query key", req("POST", &format!("{RRS}&subscription-key=%zz"), &[])),
     ] {
-        let r = reply(run(&gw, &h));
+        let r = reply(run(&gw, &view(&h)));
         assert_eq!((r.status, message(&r)), (401, INVALID_KEY.to_string()), "{why}");
         assert!(r.headers.is_empty(), "{why}");
     }
@@ -82,15 +89,20 @@ fn invalid_keys_are_401() {
 fn valid_keys_by_header_query_secondary_and_hash() {
     let gw = gateway(&demo());
     let h = req("POST", RRS, &[("ocp-apim-subscription-key", "alice-1")]);
-    let f = forward(run(&gw, &h));
-    assert_eq!((f.sub.id.as_str(), f.product.id.as_str(), f.op.id.as_str()), ("alice", "starter", "rrs-execute"));
+    let v = view(&h);
+    let f = forward(run(&gw, &v));
+    assert_eq!(
+        (f.identity.sub.id.as_str(), f.identity.product.id.as_str(), f.identity.op.id.as_str()),
+        ("alice", "starter", "rrs-execute")
+    );
     let h = req("POST", &format!("{RRS}&subscription-key=alice-2"), &[]);
-    assert_eq!(forward(run(&gw, &h)).sub.id, "alice");
+    assert_eq!(forward(run(&gw, &view(&h))).identity.sub.id, "alice");
     let h = req("POST", &format!("{RRS}&subscription-key=bob%2D1"), &[]);
-    assert_eq!(forward(run(&gw, &h)).sub.id, "bob");
+    assert_eq!(forward(run(&gw, &view(&h))).identity.sub.id, "bob");
     let h = req("GET", "/other/ping/7?v=2&mode=fast", &[("x-key", "bob-1")]);
-    let f = forward(run(&gw, &h));
-    assert_eq!(f.params, vec![("id", "7"), ("version", "2")]);
+    let v = view(&h);
+    let f = forward(run(&gw, &v));
+    assert_eq!(f.identity.params, vec![("id", &b"7"[..]), ("version", &b"2"[..])]);
 }
 
 #[test]
@@ -98,23 +110,23 @@ fn unmatched_operations_are_404() {
     let gw = gateway(&demo());
     let key = [("ocp-apim-subscription-key", "alice-1")];
     for (m, p) in [
-        ("GET", RRS),                                                                         // wrong method
-        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?details=true"),          // no api-version
-        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0"),       // no details
+        ("GET", RRS),                                                                          // wrong method
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?details=true"),           // no api-version
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0"),        // no details
         ("POST", "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=&details=1"), // empty capture
-        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/score?api-version=2.0"),         // no such path
+        ("POST", "/azureml-demo/workspaces/ws1/services/svc1/score?api-version=2.0"),          // no such path
         ("PUT", "/azureml-demo/workspaces/ws1/services/svc1/jobs/j1?api-version=2.0"),
         ("GET", "/azureml-demo"),
-        ("GET", "/other/ping/1?v=2&mode=slow"),                                               // literal mismatch
-        ("GET", "/elsewhere/workspaces/ws1/services/svc1/jobs?api-version=2.0"),               // outside every API
-        ("GET", "/azureml-demoX/workspaces/ws1/services/svc1/jobs/1?api-version=2.0"),        // not a path boundary
+        ("GET", "/other/ping/1?v=2&mode=slow"),                                  // literal mismatch
+        ("GET", "/elsewhere/workspaces/ws1/services/svc1/jobs?api-version=2.0"), // outside every API
+        ("GET", "/azureml-demoX/workspaces/ws1/services/svc1/jobs/1?api-version=2.0"), // not a path boundary
     ] {
-        let r = reply(run(&gw, &req(m, p, &key)));
+        let r = reply(run(&gw, &view(&req(m, p, &key))));
         assert_eq!(r.status, 404, "{m} {p}");
         assert_eq!(r.body, "{ \"statusCode\": 404, \"message\": \"Resource not found\" }");
     }
     // 404 comes before the key check, as APIM resolves the operation first.
-    assert_eq!(reply(run(&gw, &req("GET", RRS, &[]))).status, 404);
+    assert_eq!(reply(run(&gw, &view(&req("GET", RRS, &[])))).status, 404);
 }
 
 #[test]
@@ -122,9 +134,9 @@ fn outside_requests_can_pass_through() {
     let mut cfg = demo();
     cfg["unmatched_requests"] = json!("pass_through");
     let gw = gateway(&cfg);
-    assert!(matches!(run(&gw, &req("GET", "/healthz", &[])), Decision::PassThrough));
+    assert!(matches!(run(&gw, &view(&req("GET", "/healthz", &[]))), Decision::PassThrough { .. }));
     // Under an API path it is still judged.
-    assert_eq!(reply(run(&gw, &req("GET", RRS, &[]))).status, 404);
+    assert_eq!(reply(run(&gw, &view(&req("GET", RRS, &[])))).status, 404);
 }
 
 #[test]
@@ -140,10 +152,11 @@ fn every_preset_operation_matches() {
         ("DELETE", format!("{base}/jobs/j1?api-version=2.0"), "bes-delete"),
     ] {
         let h = req(m, &p, &key);
-        let f = forward(run(&gw, &h));
-        assert_eq!(f.op.id, id);
-        assert_eq!(f.param("workspace"), Some("w"));
-        assert_eq!(f.param("apiversion"), Some("2.0"));
+        let v = view(&h);
+        let f = forward(run(&gw, &v));
+        assert_eq!(f.identity.op.id, id);
+        assert_eq!(f.identity.param("workspace"), Some(&b"w"[..]));
+        assert_eq!(f.identity.param("apiversion"), Some(&b"2.0"[..]));
     }
 }
 
@@ -152,12 +165,14 @@ fn upstream_path_strips_suffix_and_key_only() {
     let gw = gateway(&demo());
     let p = "/azureml-demo/workspaces/ws1/services/svc1/execute?subscription-key=alice-1&api-version=2.0&x=a%20b&details=true&subscription-key=again";
     let h = req("POST", p, &[]);
-    let f = forward(run(&gw, &h));
-    assert_eq!(f.upstream_path, "/workspaces/ws1/services/svc1/execute?api-version=2.0&x=a%20b&details=true");
-    assert_eq!(f.authorization, "Bearer ws1-svc1-key");
+    let v = view(&h);
+    let f = forward(run(&gw, &v));
+    assert_eq!(f.upstream_path, b"/workspaces/ws1/services/svc1/execute?api-version=2.0&x=a%20b&details=true");
+    assert_eq!(f.identity.authorization, "Bearer ws1-svc1-key");
     let h = req("GET", "/other/ping/1?v=2&mode=fast&key=bob-1", &[]);
-    let f = forward(run(&gw, &h));
-    assert_eq!(f.upstream_path, "/base/ping/1?v=2&mode=fast");
+    let v = view(&h);
+    let f = forward(run(&gw, &v));
+    assert_eq!(f.upstream_path, b"/base/ping/1?v=2&mode=fast");
 }
 
 #[test]
@@ -175,10 +190,12 @@ fn upstream_headers_replace_credentials_and_identity() {
             ("x-mlgate-subscription-id", "forged-again"),
         ],
     );
-    let request = Request::from_headers(&h);
-    let f = forward(gw.evaluate(&request));
+    let v = view(&h);
+    let request = Request::from_headers(&v);
+    let f = forward(admit(&gw, &request, 1_700_000_000_000, &mut Conn::default(), &mut MemStore::default()).outcome);
     let mut out = Vec::new();
-    gw.upstream_headers(&request, &f, &mut out);
+    f.upstream_headers(&gw, &request, &mut out);
+    let out: Vec<(&str, &str)> = out.iter().map(|(k, v)| (std::str::from_utf8(k).unwrap(), std::str::from_utf8(v).unwrap())).collect();
     assert_eq!(
         out,
         vec![
@@ -200,14 +217,21 @@ fn longest_api_suffix_wins() {
     cfg["apis"][1]["path"] = json!("azureml-demo/v2");
     let gw = gateway(&cfg);
     let h = req("GET", "/azureml-demo/v2/ping/1?v=2&mode=fast", &[("x-key", "bob-1")]);
-    assert_eq!(forward(run(&gw, &h)).api.id, "other");
+    assert_eq!(forward(run(&gw, &view(&h))).identity.api.id, "other");
 }
 
 #[test]
 fn metadata_strings() {
     let gw = gateway(&demo());
-    let h = req("DELETE", "/azureml-demo/workspaces/w9/services/s9/jobs/j%201?api-version=2.0", &[("ocp-apim-subscription-key", "alice-1")]);
-    let f = forward(run(&gw, &h));
-    assert_eq!(f.metadata(), "api=azureml-demo&operation=bes-delete&subscription=alice&product=starter&workspace=w9&service=s9&jobid=j%201&apiversion=2.0");
-    assert_eq!(f.params_query(), "workspace=w9&service=s9&jobid=j%201&apiversion=2.0");
+    let h =
+        req("DELETE", "/azureml-demo/workspaces/w9/services/s9/jobs/j%201?api-version=2.0", &[("ocp-apim-subscription-key", "alice-1")]);
+    let v = view(&h);
+    let f = forward(run(&gw, &v));
+    // Values are exported encoded: the raw `j%201` becomes `j%25201`, so no value can carry
+    // a `&` or `=` of its own into the exported string.
+    assert_eq!(
+        export::combined(&f.identity),
+        "api=azureml-demo&operation=bes-delete&subscription=alice&product=starter&workspace=w9&service=s9&jobid=j%25201&apiversion=2.0"
+    );
+    assert_eq!(export::params(&f.identity), "workspace=w9&service=s9&jobid=j%25201&apiversion=2.0");
 }

@@ -1,10 +1,9 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{demo, gateway, headers, MemStore};
-use crate::config::Gateway;
-use crate::gateway::{Decision, Request};
-use crate::limits::{self, Ctx, Outcome};
+use super::support::{demo, gateway, headers, run_full, Conn, Got, MemStore};
+use crate::admit::{record_bandwidth, Event};
+use crate::model::Gateway;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -21,43 +20,38 @@ fn cfg_with(product_limits: Value) -> Value {
     c
 }
 
-fn check_with(gw: &Gateway, store: &mut MemStore, now: u64, key: &str, extra: &[(&str, &str)], ip: &str) -> Outcome {
-    let mut pairs = vec![(":method", "POST"), (":path", RRS), (":scheme", "http"), (":authority", "gw"), ("ocp-apim-subscription-key", key)];
+fn check_with(gw: &Gateway, store: &mut MemStore, now: u64, key: &str, extra: &[(&str, &str)], ip: &str) -> Got {
+    let mut pairs =
+        vec![(":method", "POST"), (":path", RRS), (":scheme", "http"), (":authority", "gw"), ("ocp-apim-subscription-key", key)];
     pairs.extend_from_slice(extra);
     let hs = headers(&pairs);
-    let Decision::Forward(fwd) = gw.evaluate(&Request::from_headers(&hs)) else { panic!("not forwarded") };
-    let mut ctx = Ctx { store, now_ms: now, max_retries: 8, client_ip: ip, headers: &hs, counter_slots: gw.settings.counter_slots };
-    limits::check(gw, &fwd, &mut ctx)
+    let mut conn = Conn { ip: Some(ip.as_bytes().to_vec()), ..Conn::default() };
+    run_full(gw, store, now, &hs, &mut conn)
 }
 
-fn check(gw: &Gateway, store: &mut MemStore, now: u64, key: &str) -> Outcome {
+fn check(gw: &Gateway, store: &mut MemStore, now: u64, key: &str) -> Got {
     check_with(gw, store, now, key, &[], "10.0.0.1")
 }
 
-fn status(o: &Outcome) -> u16 {
-    match o {
-        Outcome::Admit(_) => 200,
-        Outcome::Deny(r) => r.status,
-        Outcome::Unavailable => 503,
-    }
+fn status(o: &Got) -> u16 {
+    o.status
 }
 
-fn denial(o: Outcome) -> (u16, String, String) {
-    let Outcome::Deny(r) = o else { panic!("expected a denial, got {o:?}") };
+fn denial(o: Got) -> (u16, String, String) {
+    let Some(r) = o.reply else { panic!("expected a denial, got {o:?}") };
     let v: Value = serde_json::from_str(&r.body).unwrap();
     let retry = r.headers.iter().find(|(k, _)| k == "retry-after").map(|(_, v)| v.clone()).unwrap_or_default();
     (r.status, v["message"].as_str().unwrap().to_string(), retry)
 }
 
-fn header(o: &Outcome, name: &str) -> Option<String> {
-    let Outcome::Admit(a) = o else { return None };
-    let standard = a.rate_limit.map(|rl| rl.headers()).unwrap_or_default();
-    standard
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .chain(a.headers.iter().cloned())
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v)
+/// The store failed and `failure_mode` (default `deny`) answered 503.
+fn assert_unavailable(o: Got) {
+    assert_eq!(o.status, 503, "{o:?}");
+    assert_eq!(o.events.get(Event::StoreFailure), 1);
+}
+
+fn header(o: &Got, name: &str) -> Option<String> {
+    o.response_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
 }
 
 #[test]
@@ -129,15 +123,11 @@ fn bandwidth_quota_counts_bytes_after_the_fact() {
     let gw = gateway(&cfg_with(json!({"quota": {"bandwidth_kb": 2, "renewal_period": 60}})));
     let mut s = MemStore::default();
     let o = check(&gw, &mut s, T0, "alice-1");
-    let Outcome::Admit(a) = &o else { panic!() };
-    assert!(a.count_bandwidth);
-    let hs = headers(&[(":method", "POST"), (":path", RRS), ("ocp-apim-subscription-key", "alice-1")]);
-    let Decision::Forward(fwd) = gw.evaluate(&Request::from_headers(&hs)) else { panic!() };
-    let mut ctx = Ctx { store: &mut s, now_ms: T0, max_retries: 8, client_ip: "", headers: &[], counter_slots: 16 };
-    limits::add_bandwidth(fwd.sub, fwd.product, 2047, &mut ctx).unwrap();
+    assert!(o.count_bandwidth);
+    let alice = 0;
+    assert_eq!(record_bandwidth(&gw, alice, 2047, T0, &mut s).get(Event::StoreFailure), 0);
     assert_eq!(status(&check(&gw, &mut s, T0 + 1, "alice-1")), 200);
-    let mut ctx = Ctx { store: &mut s, now_ms: T0, max_retries: 8, client_ip: "", headers: &[], counter_slots: 16 };
-    limits::add_bandwidth(fwd.sub, fwd.product, 1, &mut ctx).unwrap();
+    assert_eq!(record_bandwidth(&gw, alice, 1, T0, &mut s).get(Event::StoreFailure), 0);
     let (st, msg, _) = denial(check(&gw, &mut s, T0 + 2, "alice-1"));
     assert_eq!(st, 403);
     assert!(msg.starts_with("Out of bandwidth quota. Quota will be replenished in 00:00:"), "{msg}");
@@ -148,7 +138,8 @@ fn bandwidth_quota_counts_bytes_after_the_fact() {
 #[test]
 fn all_limits_must_admit_and_denials_count_nowhere() {
     let mut c = cfg_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}, "quota": {"calls": 3, "renewal_period": 3600}}));
-    c["apis"][0]["rate_limit"] = json!({"calls": 10, "renewal_period": 3600, "remaining_calls_header": "X-Remaining", "total_calls_header": "X-Total"});
+    c["apis"][0]["rate_limit"] =
+        json!({"calls": 10, "renewal_period": 3600, "remaining_calls_header": "X-Remaining", "total_calls_header": "X-Total"});
     let gw = gateway(&c);
     let mut s = MemStore::default();
     let o = check(&gw, &mut s, T0, "alice-1");
@@ -178,16 +169,16 @@ fn cas_conflicts_are_retried_and_exhaustion_is_unavailable() {
     s.inner.borrow_mut().forced_conflicts = 5;
     assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);
     s.inner.borrow_mut().forced_conflicts = 100;
-    assert!(matches!(check(&gw, &mut s, T0, "alice-1"), Outcome::Unavailable));
+    assert_unavailable(check(&gw, &mut s, T0, "alice-1"));
     s.inner.borrow_mut().forced_conflicts = 0;
     // The failed attempt counted nothing: one call is still left.
     assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);
     assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 429);
     s.inner.borrow_mut().fail_sets = true;
-    assert!(matches!(check(&gw, &mut s, T0 + 60_000, "alice-1"), Outcome::Unavailable));
+    assert_unavailable(check(&gw, &mut s, T0 + 60_000, "alice-1"));
     s.inner.borrow_mut().fail_sets = false;
     s.inner.borrow_mut().fail_gets = true;
-    assert!(matches!(check(&gw, &mut s, T0 + 60_000, "alice-1"), Outcome::Unavailable));
+    assert_unavailable(check(&gw, &mut s, T0 + 60_000, "alice-1"));
 }
 
 /// Worker B runs a whole decision between worker A's read and A's write.
@@ -196,7 +187,10 @@ fn interleaved_workers_admit_exactly_the_limit() {
     let gw = Rc::new(gateway(&cfg_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}))));
     let a = MemStore::default();
     // Create the record first, so both workers race on an existing key.
-    assert_eq!(status(&check(&gateway(&cfg_with(json!({"quota": {"calls": 9, "renewal_period": 60}}))), &mut a.clone(), T0, "alice-1")), 200);
+    assert_eq!(
+        status(&check(&gateway(&cfg_with(json!({"quota": {"calls": 9, "renewal_period": 60}}))), &mut a.clone(), T0, "alice-1")),
+        200
+    );
     let b_result = Rc::new(RefCell::new(None));
     {
         let (gw2, b, out) = (Rc::clone(&gw), a.clone(), Rc::clone(&b_result));
@@ -240,7 +234,10 @@ fn counts_survive_reconfiguration() {
     assert_eq!(status(&check(&gw, &mut s, T0 + 10, "alice-1")), 429);
     // New subscription, higher limit: alice keeps her 3 admissions, so 2 more fit under 5.
     let mut c = cfg_with(json!({"rate_limit": {"calls": 5, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}}));
-    c["subscriptions"].as_array_mut().unwrap().push(json!({"id": "dave", "product": "starter", "state": "active", "primary_key": "dave-1"}));
+    c["subscriptions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "dave", "product": "starter", "state": "active", "primary_key": "dave-1"}));
     let gw2 = gateway(&c);
     assert_eq!(status(&check(&gw2, &mut s, T0 + 20, "alice-1")), 200);
     assert_eq!(status(&check(&gw2, &mut s, T0 + 21, "alice-1")), 200);

@@ -1,7 +1,10 @@
 //! Shared fixtures: a demo configuration and an in-memory store with the host's semantics.
 
-use crate::config::{Environment, Gateway};
+use crate::admit::{admit, Admission, Connection, Events, Outcome, Request};
+use crate::config::Environment;
 use crate::limits::{HostError, SetError, Store};
+use crate::model::Gateway;
+use crate::reply::Reply;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -55,8 +58,57 @@ pub fn gateway(v: &serde_json::Value) -> Gateway {
     Gateway::from_json(v.to_string().as_bytes(), &Env(vec![])).expect("valid config")
 }
 
-pub fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+pub fn headers(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+}
+
+/// The borrowed view a host hands to `admit`.
+pub fn view(h: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
+    h.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect()
+}
+
+/// A downstream connection with a fixed address and TLS state; counts what was asked.
+#[derive(Default)]
+pub struct Conn {
+    pub ip: Option<Vec<u8>>,
+    pub tls: bool,
+    pub address_calls: u32,
+    pub tls_calls: u32,
+}
+
+impl Connection for Conn {
+    fn address(&mut self) -> Option<Vec<u8>> {
+        self.address_calls += 1;
+        self.ip.clone()
+    }
+    fn is_tls(&mut self) -> bool {
+        self.tls_calls += 1;
+        self.tls
+    }
+}
+
+/// One request through the whole pipeline, reduced to owned values for assertions.
+#[derive(Debug)]
+pub struct Got {
+    /// 200 for a forward, the reply's status otherwise, 0 for a pass-through.
+    pub status: u16,
+    pub reply: Option<Reply>,
+    pub response_headers: Vec<(String, String)>,
+    pub count_bandwidth: bool,
+    pub events: Events,
+}
+
+pub fn run_full(gw: &Gateway, store: &mut dyn Store, now: u64, h: &[(Vec<u8>, Vec<u8>)], conn: &mut Conn) -> Got {
+    let v = view(h);
+    let req = Request::from_headers(&v);
+    let Admission { outcome, events } = admit(gw, &req, now, conn, store);
+    match outcome {
+        Outcome::Reply(r) => Got { status: r.status, reply: Some(r), response_headers: vec![], count_bandwidth: false, events },
+        Outcome::PassThrough { .. } => Got { status: 0, reply: None, response_headers: vec![], count_bandwidth: false, events },
+        Outcome::Forward(f) => {
+            Got { status: 200, reply: None, response_headers: f.response_headers(gw), count_bandwidth: f.grant.count_bandwidth, events }
+        }
+    }
 }
 
 /// An in-memory shared-data map with the host's rules: one global CAS counter, `cas == 0`

@@ -11,8 +11,8 @@ pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
     let stop = offset_of(text, line, column);
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
-    while i < stop.min(text.len()) {
-        match text[i] {
+    while let Some(&c) = text.get(i).filter(|_| i < stop) {
+        match c {
             b'{' => stack.push(Frame::Object { key: None, expect_key: true }),
             b'[' => stack.push(Frame::Array { index: 0 }),
             b'}' | b']' => {
@@ -34,14 +34,14 @@ pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
             b'"' => {
                 let start = i + 1;
                 i += 1;
-                while i < text.len() && text[i] != b'"' {
-                    if text[i] == b'\\' {
+                while let Some(&c) = text.get(i).filter(|&&c| c != b'"') {
+                    if c == b'\\' {
                         i += 1;
                     }
                     i += 1;
                 }
                 if let Some(Frame::Object { key, expect_key: true }) = stack.last_mut() {
-                    *key = Some(String::from_utf8_lossy(&text[start..i.min(text.len())]).into_owned());
+                    *key = Some(String::from_utf8_lossy(text.get(start..i.min(text.len())).unwrap_or_default()).into_owned());
                 }
             }
             _ => {}

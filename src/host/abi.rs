@@ -1,0 +1,208 @@
+//! The proxy-wasm ABI (0.2.1), declared by hand. The Rust SDK's wrappers `unwrap` UTF-8
+//! conversions and `panic!` on any unexpected status, and a panic is a trap that kills the
+//! VM; so mlgate does not use the SDK at all. Every call here returns what the host said,
+//! as a value; values from the host are bytes, never assumed to be UTF-8.
+
+use std::ptr::null_mut;
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(buffer_type: u32, start: usize, max_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32;
+    fn proxy_add_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        details: *const u8,
+        details_size: usize,
+        body: *const u8,
+        body_size: usize,
+        headers: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_get_shared_data(key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize, cas: *mut u32) -> u32;
+    fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
+    fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
+    fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+}
+
+pub const OK: u32 = 0;
+pub const NOT_FOUND: u32 = 1;
+pub const CAS_MISMATCH: u32 = 8;
+
+pub const REQUEST_HEADERS: u32 = 0;
+pub const RESPONSE_HEADERS: u32 = 2;
+const PLUGIN_CONFIGURATION: u32 = 7;
+
+pub const LOG_INFO: u32 = 2;
+pub const LOG_ERROR: u32 = 4;
+
+pub const COUNTER: u32 = 0;
+pub const GAUGE: u32 = 1;
+
+/// The host allocates every buffer it returns through this export, and we take ownership.
+/// A boxed slice has exactly `size` bytes of capacity, so [`take`] can rebuild it.
+#[no_mangle]
+pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    Box::into_raw(vec![0u8; size].into_boxed_slice()).cast::<u8>()
+}
+
+/// Takes ownership of a buffer the host returned (allocated by [`proxy_on_memory_allocate`]).
+fn take(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host filled `data`/`size` from one `proxy_on_memory_allocate(size)` call,
+    // which returned a leaked `Box<[u8]>` of exactly `size` bytes; we own it from here on.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(data, size)) }.into_vec()
+}
+
+pub fn log(level: u32, msg: &str) {
+    // SAFETY: pointer and length come from a live &str.
+    unsafe { proxy_log(level, msg.as_ptr(), msg.len()) };
+}
+
+/// Milliseconds since the Unix epoch by the host's clock (0 if it will not say).
+pub fn now_ms() -> u64 {
+    let mut t = 0u64;
+    // SAFETY: the host writes one u64 through a pointer to a live local.
+    let status = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
+    if status == OK {
+        t / 1_000_000
+    } else {
+        0
+    }
+}
+
+pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
+    let status = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, &mut data, &mut len) };
+    (status == OK).then(|| take(data, len))
+}
+
+/// The serialized header map (`count u32 | (key_len u32, value_len u32)* | (key \0 value \0)*`).
+pub fn header_map(map: u32) -> Option<Vec<u8>> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
+    let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut len) };
+    (status == OK).then(|| take(data, len))
+}
+
+/// Splits a serialized header map into (name, value) byte slices. A malformed map yields the
+/// pairs that could be read, never a panic.
+pub fn parse_header_map(buf: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let rd = |at: usize| buf.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize;
+    let n = rd(0).min(buf.len() / 8);
+    let mut out = Vec::with_capacity(n);
+    let mut at = 4 + 8 * n;
+    for i in 0..n {
+        let (klen, vlen) = (rd(4 + 8 * i), rd(8 + 8 * i));
+        let (Some(k), Some(v)) = (buf.get(at..at + klen), buf.get(at + klen + 1..at + klen + 1 + vlen)) else { break };
+        out.push((k, v));
+        at += klen + vlen + 2;
+    }
+    out
+}
+
+pub fn serialize_header_map(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let size = 4 + pairs.iter().map(|(k, v)| k.len() + v.len() + 10).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len32(pairs.len()));
+    for (k, v) in pairs {
+        out.extend_from_slice(&len32(k.len()));
+        out.extend_from_slice(&len32(v.len()));
+    }
+    for (k, v) in pairs {
+        out.extend_from_slice(k);
+        out.push(0);
+        out.extend_from_slice(v);
+        out.push(0);
+    }
+    out
+}
+
+pub fn set_header_map(map: u32, pairs: &[(&[u8], &[u8])]) -> bool {
+    let buf = serialize_header_map(pairs);
+    // SAFETY: pointer and length come from a live Vec.
+    unsafe { proxy_set_header_map_pairs(map, buf.as_ptr(), buf.len()) == OK }
+}
+
+pub fn add_header(map: u32, key: &str, value: &str) {
+    // SAFETY: pointers and lengths come from live &strs.
+    unsafe { proxy_add_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len()) };
+}
+
+pub fn remove_header(map: u32, key: &str) {
+    // SAFETY: pointer and length come from a live &str.
+    unsafe { proxy_remove_header_map_value(map, key.as_ptr(), key.len()) };
+}
+
+/// A property by its path (parts separated by NUL, e.g. `b"source\0address"`).
+pub fn property(path: &[u8]) -> Option<Vec<u8>> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: path from a live slice; out-pointers to live locals; the buffer is ours.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut len) };
+    (status == OK).then(|| take(data, len))
+}
+
+/// Sets filter state `wasm.<name>`. Failure is ignored: the export is informational.
+pub fn set_property(name: &str, value: &[u8]) {
+    // SAFETY: pointers and lengths come from live slices.
+    unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
+}
+
+pub fn send_local_response(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) {
+    let map = serialize_header_map(headers);
+    let details = b"mlgate";
+    // SAFETY: every pointer and length comes from a live slice.
+    unsafe {
+        proxy_send_local_response(
+            u32::from(status),
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            map.as_ptr(),
+            map.len(),
+            -1,
+        )
+    };
+}
+
+/// Shared data: Ok(Some((value, cas))), Ok(None) if absent, Err(status) otherwise.
+pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, u32> {
+    let (mut data, mut len, mut cas) = (null_mut(), 0usize, 0u32);
+    // SAFETY: key from a live &str; out-pointers to live locals; the buffer is ours.
+    let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) };
+    match status {
+        OK => Ok(Some((take(data, len), cas))),
+        NOT_FOUND => Ok(None),
+        s => Err(s),
+    }
+}
+
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> u32 {
+    // SAFETY: pointers and lengths come from live slices.
+    unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) }
+}
+
+pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
+    let mut id = 0u32;
+    // SAFETY: name from a live &str; out-pointer to a live local.
+    let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
+    (status == OK).then_some(id)
+}
+
+pub fn increment_metric(id: u32, by: i64) {
+    // SAFETY: plain values.
+    unsafe { proxy_increment_metric(id, by) };
+}

@@ -1,0 +1,202 @@
+//! The compiled configuration: what every request is judged against. Built once per
+//! `on_configure` by [`crate::config`]; read-only afterwards. Names are resolved to indices,
+//! keys to digests, limits to their precomputed ids and periods: nothing here is parsed,
+//! lower-cased or formatted per request.
+
+use crate::keys::KeyIndex;
+use crate::route::Route;
+
+/// The request-time view of the configuration.
+pub struct Gateway {
+    /// In declaration order; products refer to them by index.
+    pub apis: Vec<Api>,
+    /// Indices into `apis`, longest URL suffix first: the order requests are matched in.
+    pub match_order: Vec<u16>,
+    pub products: Vec<Product>,
+    pub subscriptions: Vec<Subscription>,
+    pub keys: KeyIndex,
+    pub settings: Settings,
+    /// Environment variables named by `api_key_env` (for the CLI's Envoy bootstrap).
+    pub api_key_envs: Vec<String>,
+}
+
+pub struct Settings {
+    pub unmatched: Unmatched,
+    /// Lower-case header names for the caller identity mlgate sets upstream.
+    pub subscription_id_header: String,
+    pub product_id_header: String,
+    pub rate_limit_headers: bool,
+    pub export_metadata: ExportMetadata,
+    pub failure_mode: FailureMode,
+    pub max_cas_retries: u32,
+    pub counter_slots: u32,
+}
+
+/// What to do with a request outside every configured API path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmatched {
+    /// 404 `Resource not found`, as APIM answers (fail closed).
+    #[default]
+    Reject,
+    /// Let it through, minus any client copy of the identity headers.
+    PassThrough,
+}
+
+/// How the match is exported as filter state (each property is one host call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportMetadata {
+    /// One property, `wasm.mlgate`: `api=…&operation=…&subscription=…&product=…&<params>`.
+    #[default]
+    Combined,
+    /// Five properties: `wasm.mlgate.api`, `.operation`, `.subscription`, `.product`, `.params`.
+    Fields,
+    Off,
+}
+
+/// What to do when the limit store cannot be read or updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// APIM's subscription states; only `Active` admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionState {
+    Active,
+    Suspended,
+    Expired,
+    Submitted,
+    Rejected,
+    Cancelled,
+}
+
+/// The URL schemes an API accepts (APIM's per-API `protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    pub http: bool,
+    pub https: bool,
+}
+
+pub struct Api {
+    pub id: String,
+    /// The URL suffix with a leading slash (`/azureml-demo`), or empty for the root API.
+    pub prefix: String,
+    /// The configured header name as written (for `WWW-Authenticate`).
+    pub key_header: String,
+    /// The same, lower-case (Envoy hands header names lower-case).
+    pub key_header_lc: String,
+    pub key_query: String,
+    pub protocols: Protocols,
+    /// `service_url` as configured.
+    pub service_url: String,
+    /// `host[:port]` of `service_url`, used as the upstream `:authority`.
+    pub service_authority: String,
+    /// Path of `service_url` without a trailing slash, prepended upstream (usually empty).
+    pub service_base_path: String,
+    pub operations: Vec<Operation>,
+    pub route: Route,
+    pub credentials: Vec<Credential>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// An operation's identity and limit; its method and URL template live in the API's
+/// [`Route`] at the same index.
+pub struct Operation {
+    pub id: String,
+    pub rate_limit: Option<RateLimit>,
+}
+
+pub struct Credential {
+    /// `None` is the `"*"` wildcard.
+    pub workspace: Option<String>,
+    pub service: Option<String>,
+    /// The ready `Authorization` header value: `Bearer <key>`. Never logged, never printed:
+    /// this type has no `Debug`.
+    pub authorization: String,
+}
+
+impl Credential {
+    fn specificity(&self) -> u8 {
+        u8::from(self.workspace.is_some()) * 2 + u8::from(self.service.is_some())
+    }
+}
+
+pub struct Product {
+    pub id: String,
+    /// Indices into `Gateway::apis`.
+    pub apis: Vec<u16>,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+}
+
+pub struct Subscription {
+    pub id: String,
+    /// Its record in the limit store (`mlgate/s/<id>`), built once here.
+    pub record_key: String,
+    pub product: u32,
+    pub state: SubscriptionState,
+    /// Start of the quota periods, milliseconds since the Unix epoch.
+    pub start_ms: u64,
+}
+
+/// APIM's `rate-limit` / `rate-limit-by-key`: `calls` per sliding window of `period_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Names this limit's state inside records: `p:<product>`, `a:<api>`, `o:<api>/<op>`.
+    pub id: String,
+    pub calls: u32,
+    pub period_ms: u64,
+    pub counter: Counter,
+    /// Lower-case response header names, as configured.
+    pub remaining_calls_header: Option<String>,
+    pub total_calls_header: Option<String>,
+    pub retry_after_header: Option<String>,
+}
+
+/// What a rate limit counts per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counter {
+    /// Per subscription (APIM's `rate-limit`).
+    Subscription,
+    /// Per downstream address, as Envoy established it.
+    Ip,
+    /// Per value of a request header (lower-case name).
+    Header(String),
+}
+
+/// APIM's `quota`: calls and/or bytes per fixed period from the subscription's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub calls: Option<u64>,
+    pub bandwidth_bytes: Option<u64>,
+    pub period_ms: u64,
+}
+
+impl Gateway {
+    /// The credential for a workspace/service pair: the most specific entry wins.
+    pub fn credential<'a>(api: &'a Api, workspace: &[u8], service: &[u8]) -> Option<&'a Credential> {
+        let mut best: Option<&Credential> = None;
+        for c in &api.credentials {
+            let ws_ok = c.workspace.as_deref().is_none_or(|w| w.as_bytes() == workspace);
+            let svc_ok = c.service.as_deref().is_none_or(|s| s.as_bytes() == service);
+            if ws_ok && svc_ok && best.is_none_or(|b| c.specificity() > b.specificity()) {
+                best = Some(c);
+            }
+        }
+        best
+    }
+
+    /// The limits that apply to `op` of `api` for `sub`, in APIM's order: product, API,
+    /// operation rate limits, then the product quota.
+    pub fn limits_of<'g>(&'g self, api: &'g Api, op: &'g Operation, product: &'g Product) -> [Option<crate::limits::Spec<'g>>; 4] {
+        use crate::limits::Spec;
+        [
+            product.rate_limit.as_ref().map(Spec::Rate),
+            api.rate_limit.as_ref().map(Spec::Rate),
+            op.rate_limit.as_ref().map(Spec::Rate),
+            product.quota.as_ref().map(Spec::Quota),
+        ]
+    }
+}
