@@ -2,6 +2,7 @@
 //! input blob, create the output container, write the output blob) and a read-only service
 //! SAS for the result, as AzureML hands one back.
 
+use crate::allow::{normalize_endpoint, valid_account_name};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -13,40 +14,109 @@ pub const VERSION: &str = "2019-12-12";
 pub const DEV_ACCOUNT: &str = "devstoreaccount1";
 pub const DEV_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     pub name: String,
     pub key: Vec<u8>,
-    /// Endpoint without trailing slash, e.g. `http://127.0.0.1:10000/devstoreaccount1`.
+    /// Normalised endpoint (see [`normalize_endpoint`]), e.g. `http://127.0.0.1:10000/devstoreaccount1`.
     pub endpoint: String,
     /// Path prefix that the endpoint adds (the account name in path-style URLs).
     pub path_prefix: String,
+    /// The endpoint `EndpointSuffix` names when a `BlobEndpoint` overrides it: unused for
+    /// requests, but checked against the allow-list too, so that no foreign name passes.
+    pub suffix_endpoint: Option<String>,
 }
 
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("Account").field("name", &self.name).field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+/// Longer connection strings are refused (real ones are a few hundred bytes).
+pub const MAX_CONNECTION_STRING: usize = 4096;
+
+/// Connection string settings, lower case → as documented. Other services' endpoints are
+/// accepted (Azurite's documented string names them) and never used.
+const SETTINGS: [(&str, &str); 11] = [
+    ("usedevelopmentstorage", "UseDevelopmentStorage"),
+    ("developmentstorageproxyuri", "DevelopmentStorageProxyUri"),
+    ("defaultendpointsprotocol", "DefaultEndpointsProtocol"),
+    ("accountname", "AccountName"),
+    ("accountkey", "AccountKey"),
+    ("blobendpoint", "BlobEndpoint"),
+    ("endpointsuffix", "EndpointSuffix"),
+    ("sharedaccesssignature", "SharedAccessSignature"),
+    ("queueendpoint", "QueueEndpoint"),
+    ("tableendpoint", "TableEndpoint"),
+    ("fileendpoint", "FileEndpoint"),
+];
+
 impl Account {
-    /// Parses an Azure Storage connection string. `dev_endpoint` is where
-    /// `UseDevelopmentStorage=true` points (Azurite's blob endpoint).
+    /// Parses an Azure Storage connection string, strictly: unknown and repeated settings
+    /// (in any letter case) are refused, as are `DevelopmentStorageProxyUri`, development
+    /// storage mixed with explicit settings, and endpoints that are not plain URLs.
+    /// `dev_endpoint` is where `UseDevelopmentStorage=true` points (Azurite's blob endpoint).
+    /// Error messages name settings, never their values.
     pub fn parse(conn: &str, dev_endpoint: &str) -> Result<Account, String> {
+        if conn.len() > MAX_CONNECTION_STRING {
+            return Err(format!("the connection string is longer than {MAX_CONNECTION_STRING} bytes"));
+        }
         let mut kv = std::collections::HashMap::new();
         for part in conn.split(';').filter(|p| !p.trim().is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("malformed connection string part \"{}\"", first_word(part)))?;
-            kv.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-        let dev = kv.get("usedevelopmentstorage").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        let name = kv.get("accountname").cloned().or_else(|| dev.then(|| DEV_ACCOUNT.to_string())).ok_or("AccountName is missing")?;
-        let key_b64 = kv.get("accountkey").cloned().or_else(|| dev.then(|| DEV_KEY.to_string())).ok_or("AccountKey is missing")?;
-        let key = B64.decode(key_b64.as_bytes()).map_err(|_| "AccountKey is not base64".to_string())?;
-        let endpoint = match kv.get("blobendpoint") {
-            Some(e) => e.trim_end_matches('/').to_string(),
-            None if dev => dev_endpoint.trim_end_matches('/').to_string(),
-            None => {
-                let proto = kv.get("defaultendpointsprotocol").map_or("https", String::as_str);
-                let suffix = kv.get("endpointsuffix").map_or("core.windows.net", String::as_str);
-                format!("{proto}://{name}.blob.{suffix}")
+            let (k, v) = part.split_once('=').ok_or("malformed connection string: a setting without \"=\"")?;
+            let k = k.trim().to_ascii_lowercase();
+            let Some(&(key, name)) = SETTINGS.iter().find(|(key, _)| *key == k) else {
+                return Err(format!("unsupported connection string setting \"{}\"", printable(&k)));
+            };
+            match key {
+                "developmentstorageproxyuri" => return Err(format!("{name} is not supported")),
+                "sharedaccesssignature" => return Err(format!("{name} is not supported; give AccountName and AccountKey")),
+                _ => {}
             }
+            if kv.insert(key, v.trim()).is_some() {
+                return Err(format!("{name} is given more than once"));
+            }
+        }
+        if let Some(dev) = kv.get("usedevelopmentstorage") {
+            if !dev.eq_ignore_ascii_case("true") {
+                return Err("UseDevelopmentStorage must be true when given".into());
+            }
+            if kv.len() > 1 {
+                return Err("UseDevelopmentStorage=true cannot be combined with other settings".into());
+            }
+            let endpoint = normalize_endpoint(dev_endpoint).map_err(|e| format!("the development storage URL: {e}"))?;
+            let key = B64.decode(DEV_KEY).map_err(|_| "AccountKey is not base64".to_string())?;
+            return Ok(Account::new(DEV_ACCOUNT.into(), &key, endpoint, None));
+        }
+        let name = *kv.get("accountname").ok_or("AccountName is missing")?;
+        if !valid_account_name(name) {
+            return Err("AccountName must be 3 to 24 lower-case letters and digits".into());
+        }
+        let key_b64 = kv.get("accountkey").filter(|k| !k.is_empty()).ok_or("AccountKey is missing")?;
+        let key = B64.decode(key_b64.as_bytes()).map_err(|_| "AccountKey is not base64".to_string())?;
+        let proto = kv.get("defaultendpointsprotocol").map_or("https".to_string(), |p| p.to_ascii_lowercase());
+        if proto != "http" && proto != "https" {
+            return Err("DefaultEndpointsProtocol must be http or https".into());
+        }
+        let from_suffix = |suffix: &str| {
+            let ok = !suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            ok.then(|| normalize_endpoint(&format!("{proto}://{name}.blob.{suffix}")).ok())
+                .flatten()
+                .ok_or("EndpointSuffix is not a host name suffix")
         };
+        let suffix = kv.get("endpointsuffix").copied();
+        let (endpoint, suffix_endpoint) = match kv.get("blobendpoint") {
+            Some(e) => (normalize_endpoint(e).map_err(|e| format!("BlobEndpoint: {e}"))?, suffix.map(from_suffix).transpose()?),
+            None => (from_suffix(suffix.unwrap_or("core.windows.net"))?, None),
+        };
+        Ok(Account::new(name.to_string(), &key, endpoint, suffix_endpoint))
+    }
+
+    fn new(name: String, key: &[u8], endpoint: String, suffix_endpoint: Option<String>) -> Account {
         let path_prefix = url_path(&endpoint).trim_end_matches('/').to_string();
-        Ok(Account { name, key, endpoint, path_prefix })
+        Account { name, key: key.to_vec(), endpoint, path_prefix, suffix_endpoint }
     }
 
     fn sign(&self, string_to_sign: &str) -> String {
@@ -81,12 +151,20 @@ impl Account {
         format!("?sv={VERSION}&sr=b&sp=r&se={}&sig={}", pct(expiry), pct(&sig))
     }
 
+    /// A connection string that carries a SAS token instead of the account key (what a job
+    /// status may show).
+    pub fn sas_connection_string(&self, sas_token: &str) -> String {
+        format!("BlobEndpoint={};SharedAccessSignature={}", self.endpoint, sas_token.trim_start_matches('?'))
+    }
+
     fn blob_url(&self, container: &str, blob: &str) -> (String, String) {
         let path = format!("/{container}/{}", blob.split('/').map(pct).collect::<Vec<_>>().join("/"));
         (format!("{}{path}", self.endpoint), path)
     }
 
-    pub async fn get_blob(&self, http: &reqwest::Client, container: &str, blob: &str) -> Result<Vec<u8>, String> {
+    /// Reads a blob of at most `max` bytes; a longer one is an error, found from its
+    /// Content-Length or, without one, after reading `max` bytes.
+    pub async fn get_blob(&self, http: &reqwest::Client, container: &str, blob: &str, max: usize) -> Result<Vec<u8>, String> {
         let (url, path) = self.blob_url(container, blob);
         let xms = vec![("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now())), ("x-ms-version", VERSION.to_string())];
         let auth = self.shared_key("GET", &path, &[], 0, "", &xms);
@@ -94,12 +172,23 @@ impl Account {
         for (k, v) in &xms {
             req = req.header(*k, v);
         }
-        let resp = req.send().await.map_err(|e| format!("blob storage unreachable: {e}"))?;
+        let mut resp = req.send().await.map_err(|e| format!("blob storage unreachable: {e}"))?;
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("reading blob /{container}/{blob} failed with HTTP {}", status.as_u16()));
         }
-        resp.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("reading blob failed: {e}"))
+        let too_large = || format!("blob /{container}/{blob} is larger than the {max}-byte limit");
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut data = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading blob failed: {e}"))? {
+            if data.len().saturating_add(chunk.len()) > max {
+                return Err(too_large());
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok(data)
     }
 
     pub async fn put_blob(&self, http: &reqwest::Client, container: &str, blob: &str, data: Vec<u8>) -> Result<(), String> {
@@ -126,7 +215,8 @@ impl Account {
         let path = format!("/{container}");
         let xms = vec![("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now())), ("x-ms-version", VERSION.to_string())];
         let auth = self.shared_key("PUT", &path, &[("restype", "container")], 0, "", &xms);
-        let mut req = http.put(format!("{}{path}?restype=container", self.endpoint)).header("authorization", auth).header("content-length", "0");
+        let mut req =
+            http.put(format!("{}{path}?restype=container", self.endpoint)).header("authorization", auth).header("content-length", "0");
         for (k, v) in &xms {
             req = req.header(*k, v);
         }
@@ -138,15 +228,28 @@ impl Account {
     }
 }
 
-/// `/container/dir/blob.csv` → (`container`, `dir/blob.csv`).
+/// `/container/dir/blob.csv` → (`container`, `dir/blob.csv`). The container name has at most
+/// 63 lower-case letters, digits and single hyphens, no hyphen at either end (Azure's rules,
+/// less the 3-character minimum); the blob name has at most 1024 characters, no control
+/// characters and no empty, `.` or `..` segments (which a URL would resolve out of the
+/// container).
 pub fn split_location(rel: &str) -> Option<(String, String)> {
     let (c, b) = rel.trim_start_matches('/').split_once('/')?;
-    (!c.is_empty() && !b.is_empty()).then(|| (c.to_string(), b.to_string()))
+    let container_ok = (1..=63).contains(&c.len())
+        && c.bytes().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-')
+        && !c.starts_with('-')
+        && !c.ends_with('-')
+        && !c.contains("--");
+    let blob_ok = !b.is_empty()
+        && b.chars().count() <= 1024
+        && !b.chars().any(char::is_control)
+        && b.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    (container_ok && blob_ok).then(|| (c.to_string(), b.to_string()))
 }
 
-fn first_word(s: &str) -> &str {
-    // Never echo a whole part: it may hold a key.
-    s.split(['=', ' ']).next().unwrap_or("")
+/// A setting name fit to echo: letters and digits only, at most 40.
+fn printable(s: &str) -> String {
+    s.chars().filter(char::is_ascii_alphanumeric).take(40).collect()
 }
 
 fn url_path(url: &str) -> &str {
@@ -201,5 +304,30 @@ mod tests {
     fn locations() {
         assert_eq!(split_location("/c/dir/b.csv"), Some(("c".into(), "dir/b.csv".into())));
         assert_eq!(split_location("c"), None);
+    }
+
+    #[test]
+    fn locations_refuse_path_tricks() {
+        assert_eq!(split_location("out-1/a/b c.csv"), Some(("out-1".into(), "a/b c.csv".into())));
+        for bad in ["/c/../x", "/c/./x", "/c/a//b", "/c/", "/C/x", "/c_1/x", "/-c/x", "/c-/x", "/a--b/x", "/c/x\n", "/c/x\u{0}"] {
+            assert_eq!(split_location(bad), None, "{bad:?}");
+        }
+        assert_eq!(split_location(&format!("/{}/x", "c".repeat(64))), None);
+        assert_eq!(split_location(&format!("/c/{}", "x".repeat(1025))), None);
+    }
+
+    #[test]
+    fn sas_connection_string_and_debug_hide_the_key() {
+        let a = Account::parse(
+            &format!("AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1"),
+            "unused",
+        )
+        .unwrap();
+        let sas = a.blob_read_sas("out", "r.csv", "2030-01-01T00:00:00Z");
+        let conn = a.sas_connection_string(&sas);
+        assert_eq!(conn, format!("BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;SharedAccessSignature={}", &sas[1..]));
+        assert!(!conn.contains("AccountKey") && !conn.contains(&DEV_KEY[..20]));
+        let dbg = format!("{a:?}");
+        assert!(dbg.contains("devstoreaccount1") && !dbg.contains("key") && !dbg.contains("69, 98"), "{dbg}");
     }
 }
