@@ -166,8 +166,9 @@ fn access_log() -> Value {
                 "time": "%START_TIME%",
                 "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
                 "method": "%REQ(:METHOD)%",
-                // Without the query: a subscription key may be in it.
-                "path": "%PATH(WQ:ORIG)%",
+                // Without the query (a subscription key may be in it). mlgate has rewritten the
+                // path of an admitted request by then: this is the path sent upstream.
+                "path": "%PATH(NQ)%",
                 "protocol": "%PROTOCOL%",
                 "status": "%RESPONSE_CODE%",
                 "flags": "%RESPONSE_FLAGS%",

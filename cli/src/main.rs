@@ -8,7 +8,7 @@
 mod bootstrap;
 
 use clap::{Args, Parser, Subcommand};
-use mlgate::{Environment, Gateway, ProcessEnv};
+use mlgate::{ConfigError, Environment, Gateway, ProcessEnv};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -110,7 +110,7 @@ impl Failure {
     fn trouble(message: impl Into<String>) -> Self {
         Failure { code: EXIT_TROUBLE, message: format!("mlgate: {}", message.into()) }
     }
-    fn invalid(err: mlgate::ConfigError) -> Self {
+    fn invalid(err: ConfigError) -> Self {
         // Exactly the line the filter logs: the ConfigError's Display.
         Failure { code: EXIT_INVALID, message: err.to_string() }
     }
@@ -143,9 +143,18 @@ fn out(text: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::trouble(format!("cannot write standard output: {e}")))
 }
 
+/// What the filter's `on_configure` does with its configuration: an empty one is refused before
+/// parsing (with the host module's own line), anything else goes through `Gateway::from_json`.
+fn configure(json: &[u8], env: &dyn Environment) -> Result<Gateway, Failure> {
+    if json.is_empty() {
+        return Err(Failure::invalid(ConfigError::new("configuration", "missing (set the plugin's `configuration`)")));
+    }
+    Gateway::from_json(json, env).map_err(Failure::invalid)
+}
+
 fn check(path: &PathBuf) -> Result<(), Failure> {
     let json = read_input(path)?;
-    let gateway = Gateway::from_json(&json, &ProcessEnv).map_err(Failure::invalid)?;
+    let gateway = configure(&json, &ProcessEnv)?;
     let s = gateway.summary();
     let mut text = format!("{}: valid mlgate configuration\n", path.display());
     text.push_str(&format!("  apis           {}\n", s.apis));
@@ -212,7 +221,7 @@ impl Environment for AssumeSet {
 
 fn envoy(args: &EnvoyArgs) -> Result<(), Failure> {
     let json = read_input(&args.config)?;
-    let gateway = Gateway::from_json(&json, &AssumeSet).map_err(Failure::invalid)?;
+    let gateway = configure(&json, &AssumeSet)?;
     let config = String::from_utf8(json).map_err(|_| Failure::trouble("the configuration is not UTF-8"))?;
     let wasm = std::fs::canonicalize(&args.wasm).unwrap_or_else(|_| args.wasm.clone());
     let summary = gateway.summary();
