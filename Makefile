@@ -14,7 +14,7 @@ AZURITE   := $(TOOLS)/node/node_modules/.bin/azurite
 WBG_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 
-.PHONY: help deps build test test-unit test-wasm test-e2e run bench clean
+.PHONY: help deps build build-fault lint test test-unit test-wasm test-e2e run bench clean
 
 help:
 	@echo "make run    - install what is missing, build, start azureml-sim + Azurite + Envoy with mlgate"
@@ -63,8 +63,27 @@ build: rust-targets wasm-opt
 	wasm-opt $(WASM_OPT_FLAGS) target/wasm32-wasip1/release/deps/mlgate.wasm -o $(WASM).tmp && mv $(WASM).tmp $(WASM)
 	cargo build --release -p azureml-sim
 
+# The same filter with `fault-injection`: `x-mlgate-fault: trap` traps the VM, so the e2e tests
+# can see what Envoy's failure_policy does. Never shipped. Built before `build`, which then
+# re-links the release .wasm without the feature.
+FAULT_WASM := target/wasm32-wasip1/release/mlgate-fault.wasm
+build-fault: rust-targets wasm-opt
+	cargo build --release --target wasm32-wasip1 -p mlgate --features fault-injection
+	wasm-opt $(WASM_OPT_FLAGS) target/wasm32-wasip1/release/deps/mlgate.wasm -o $(FAULT_WASM)
+
 # --- tests -------------------------------------------------------------------------------------
-test: test-unit test-wasm test-e2e
+test: lint test-unit test-wasm test-e2e
+
+# Formatting, and clippy on native and both wasm32 targets. Cargo.toml's [lints] deny unwrap,
+# expect, panic and unchecked indexing outside tests; mlgate has no proxy-wasm SDK dependency
+# (its wrappers panic on hostile input), and the last check keeps it that way.
+lint: rust-targets
+	cargo fmt --all --check
+	cargo clippy --workspace --exclude empty-filter --all-targets -- -D warnings
+	cargo clippy -p mlgate --target wasm32-wasip1 --lib -- -D warnings
+	cargo clippy -p mlgate --target wasm32-unknown-unknown --no-default-features --lib --tests -- -D warnings
+	@! cargo tree -p mlgate --target wasm32-wasip1 -e normal --prefix none | grep -q '^proxy-wasm ' \
+	  || { echo "mlgate must not depend on the proxy-wasm SDK (its wrappers panic on hostile input)"; exit 1; }
 
 test-unit:
 	cargo test --workspace --exclude empty-filter
@@ -73,7 +92,7 @@ test-wasm: rust-targets $(WBG_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  cargo test --target wasm32-unknown-unknown -p mlgate --no-default-features --lib
 
-test-e2e: deps build
+test-e2e: deps build-fault build
 	$(VENV)/bin/python -m pytest -q tests/e2e
 
 # --- run ---------------------------------------------------------------------------------------

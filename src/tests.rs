@@ -8,5 +8,6 @@ mod support;
 
 mod config_tests;
 mod gateway_tests;
+mod hostile_tests;
 mod limits_tests;
 mod time_tests;

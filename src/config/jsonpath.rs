@@ -55,7 +55,14 @@ pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                path.push_str(k);
+                // A key is the operator's text: controls are escaped so the refusal stays one line.
+                for c in k.chars() {
+                    if c.is_control() {
+                        path.push_str(&format!("\\u{{{:04x}}}", u32::from(c)));
+                    } else {
+                        path.push(c);
+                    }
+                }
             }
             Frame::Object { key: None, .. } => {}
             Frame::Array { index } => {
