@@ -81,7 +81,7 @@ pub fn limits_unavailable() -> Reply {
 
 /// 500 when the gateway cannot do its job for a request (no valid configuration, or the host
 /// refused the rewrite): fail closed, never forward. Only the wasm host meets these cases.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+#[cfg_attr(not(all(feature = "host", target_arch = "wasm32")), allow(dead_code))]
 pub fn internal_error() -> Reply {
     Reply::json(500, "Internal server error")
 }

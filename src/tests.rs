@@ -1,9 +1,6 @@
 //! Tests of the host-free core. They run natively (`cargo test`) and on wasm32 under
 //! wasm-bindgen-test (`make test-wasm`): on wasm32, `#[test]` below is wasm_bindgen_test.
 
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen_test::wasm_bindgen_test as test;
-
 mod support;
 
 mod config_tests;
