@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admit_tests;
 mod config_tests;
 mod gateway_tests;
 mod hostile_tests;
