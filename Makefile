@@ -130,4 +130,4 @@ deploy-deps: $(VENV)/.ok
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl skopeo docker-registry; }
 
 deps: deploy-deps
-test-e2e: oci
+test-e2e: oci cli
