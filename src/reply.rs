@@ -8,10 +8,12 @@ pub const MISSING_KEY: &str =
 pub const INVALID_KEY: &str = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.";
 pub const NOT_FOUND: &str = "Resource not found";
 
-/// A local reply: status, extra headers (besides `content-type`), JSON body.
+/// A local reply: status, content type, extra headers, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub status: u16,
+    /// `application/json` for APIM's errors; local endpoints (portal, admin) set their own.
+    pub content_type: &'static str,
     pub headers: Vec<(String, String)>,
     pub body: String,
 }
@@ -31,7 +33,7 @@ impl Reply {
             }
         }
         body.push_str("\" }");
-        Reply { status, headers: Vec::new(), body }
+        Reply { status, content_type: "application/json", headers: Vec::new(), body }
     }
 
     pub fn with_header(mut self, name: &str, value: String) -> Reply {

@@ -213,7 +213,7 @@ impl Store for SharedData {
 
 fn send_reply(r: &crate::Reply) {
     let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(r.headers.len() + 1);
-    headers.push((b"content-type", b"application/json"));
+    headers.push((b"content-type", r.content_type.as_bytes()));
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
     abi::send_local_response(r.status, &headers, r.body.as_bytes());
 }
