@@ -35,6 +35,13 @@ pub struct Spec<'a> {
     pub api_key_envs: &'a [String],
 }
 
+/// Adds a field to a JSON object (every caller passes one it just built with `json!({...})`).
+fn set(obj: &mut Value, key: &str, value: Value) {
+    if let Value::Object(map) = obj {
+        map.insert(key.to_string(), value);
+    }
+}
+
 fn socket(addr: SocketAddr) -> Value {
     json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
 }
@@ -79,7 +86,7 @@ fn cluster(s: &Service<'_>, ca: &Path) -> Value {
             "address": {"socket_address": {"address": host, "port_value": s.up.port}}}}]}]},
     });
     if ip.is_none() {
-        c["dns_lookup_family"] = json!("V4_PREFERRED");
+        set(&mut c, "dns_lookup_family", json!("V4_PREFERRED"));
     }
     if s.up.https {
         let san = if ip.is_some() { "IP_ADDRESS" } else { "DNS" };
@@ -91,9 +98,9 @@ fn cluster(s: &Service<'_>, ca: &Path) -> Value {
             }},
         });
         if ip.is_none() {
-            tls["sni"] = json!(host);
+            set(&mut tls, "sni", json!(host));
         }
-        c["transport_socket"] = json!({"name": "envoy.transport_sockets.tls", "typed_config": tls});
+        set(&mut c, "transport_socket", json!({"name": "envoy.transport_sockets.tls", "typed_config": tls}));
     }
     c
 }
@@ -137,7 +144,7 @@ fn wasm_filter(spec: &Spec<'_>) -> Value {
     if !spec.api_key_envs.is_empty() {
         // The VM reads these from Envoy's own environment: the API keys never appear in this
         // file or in Envoy's config dump.
-        vm_config["environment_variables"] = json!({"host_env_keys": spec.api_key_envs});
+        set(&mut vm_config, "environment_variables", json!({"host_env_keys": spec.api_key_envs}));
     }
     json!({
         "name": "mlgate",
@@ -283,8 +290,8 @@ mod tests {
         let spec = Spec {
             config: "{}",
             wasm: Path::new("/m.wasm"),
-            listen: "127.0.0.1:1".parse().unwrap_or_else(|_| unreachable!()),
-            admin: "127.0.0.1:2".parse().unwrap_or_else(|_| unreachable!()),
+            listen: "127.0.0.1:1".parse().unwrap(),
+            admin: "127.0.0.1:2".parse().unwrap(),
             tls: None,
             upstream_ca: Path::new("/ca"),
             upstreams: &[],
