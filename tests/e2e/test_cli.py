@@ -324,3 +324,23 @@ def test_bootstrap_of_the_demo_config_validates(tmp_path):
     path, doc, _, _ = generate(tmp_path, DEMO)
     v = validate_bootstrap(path, {"AZUREML_API_KEY": "x"})
     assert v.returncode == 0, v.stderr.decode()[-2000:]
+
+
+def test_stats_tags_turn_encoded_names_into_labels(tmp_path):
+    """mlgate's metrics carry their labels in the name, `<label>=.=<value>;.;` (Istio's
+    encoding); the bootstrap's stats_tags make them Prometheus labels. Shown on an Envoy stat
+    whose name carries the same encoding (the HTTP connection manager's stat_prefix)."""
+    path, doc, listen, admin = generate(tmp_path, DEMO)
+    encoded = "".join(f"{l}=.={v};.;" for l, v in zip(LABELS, ["azureml-demo", "rrs-execute", "starter", "admitted", "alice"]))
+    hcm_of(doc["static_resources"]["listeners"][0])["stat_prefix"] = encoded + "mlgate_http"
+    path.write_text(json.dumps(doc))
+    e = BootstrapEnvoy(path, env={"AZUREML_API_KEY": "x"})
+    try:
+        e.request("GET", "/nothing")
+        prom = e.admin_get("/stats/prometheus")
+        line = next((l for l in prom.splitlines() if l.startswith("envoy_http_mlgate_http_downstream_rq_total{")), None)
+        assert line is not None, prom[:2000]
+        for label, value in zip(LABELS, ["azureml-demo", "rrs-execute", "starter", "admitted", "alice"]):
+            assert f'{label}="{value}"' in line, line
+    finally:
+        e.stop()
