@@ -67,9 +67,7 @@ impl Hashing {
 
     /// Output column names: the text column, then `<col>_HashingFeature.<i>`.
     pub fn column_names(&self, col: &str) -> Vec<String> {
-        std::iter::once(col.to_string())
-            .chain((0..self.columns()).map(|i| format!("{col}_HashingFeature.{i}")))
-            .collect()
+        std::iter::once(col.to_string()).chain((0..self.columns()).map(|i| format!("{col}_HashingFeature.{i}"))).collect()
     }
 }
 

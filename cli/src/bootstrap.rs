@@ -238,10 +238,7 @@ pub fn render(spec: &Spec<'_>) -> Value {
             }],
         }));
     }
-    let stats_tags: Vec<Value> = METRIC_LABELS
-        .iter()
-        .map(|l| json!({"tag_name": l, "regex": format!("({l}=\\.=(.*?);\\.;)")}))
-        .collect();
+    let stats_tags: Vec<Value> = METRIC_LABELS.iter().map(|l| json!({"tag_name": l, "regex": format!("({l}=\\.=(.*?);\\.;)")})).collect();
     json!({
         "node": {"id": "mlgate", "cluster": "mlgate"},
         "admin": {"address": socket(spec.admin)},

@@ -21,10 +21,14 @@ const EXIT_INVALID: u8 = 1;
 const EXIT_TROUBLE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "mlgate", version, about = "Check mlgate configurations, make subscription keys, generate an Envoy bootstrap",
-          long_about = "mlgate is an Azure API Management-style gateway for AzureML Studio web services, as a proxy-wasm \
+#[command(
+    name = "mlgate",
+    version,
+    about = "Check mlgate configurations, make subscription keys, generate an Envoy bootstrap",
+    long_about = "mlgate is an Azure API Management-style gateway for AzureML Studio web services, as a proxy-wasm \
                         filter for Envoy. This command runs the filter's own configuration checks natively, makes and \
-                        hashes subscription keys, and prints an Envoy bootstrap with mlgate wired in.")]
+                        hashes subscription keys, and prints an Envoy bootstrap with mlgate wired in."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -242,11 +246,7 @@ fn envoy(args: &EnvoyArgs) -> Result<(), Failure> {
     let doc = bootstrap::render(&spec);
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::trouble(format!("cannot render the bootstrap: {e}")))?;
     if !summary.api_key_envs.is_empty() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "mlgate: Envoy must run with {} set in its environment",
-            summary.api_key_envs.join(", ")
-        );
+        let _ = writeln!(std::io::stderr(), "mlgate: Envoy must run with {} set in its environment", summary.api_key_envs.join(", "));
     }
     out(&(text + "\n"))
 }
