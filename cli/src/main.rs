@@ -147,12 +147,8 @@ fn out(text: &str) -> Result<(), Failure> {
         .map_err(|e| Failure::trouble(format!("cannot write standard output: {e}")))
 }
 
-/// What the filter's `on_configure` does with its configuration: an empty one is refused before
-/// parsing (with the host module's own line), anything else goes through `Gateway::from_json`.
+/// What the filter's `on_configure` does with its configuration (an empty one included).
 fn configure(json: &[u8], env: &dyn Environment) -> Result<Gateway, Failure> {
-    if json.is_empty() {
-        return Err(Failure::invalid(ConfigError::new("configuration", "missing (set the plugin's `configuration`)")));
-    }
     Gateway::from_json(json, env).map_err(Failure::invalid)
 }
 

@@ -54,6 +54,9 @@ pub const MAX_ID_BYTES: usize = 1024;
 impl Gateway {
     /// Parses and validates the plugin configuration. Refuses anything doubtful.
     pub fn from_json(json: &[u8], env: &dyn Environment) -> Result<Gateway, ConfigError> {
+        if json.is_empty() {
+            return Err(ConfigError::new("configuration", "missing (set the plugin's `configuration`)"));
+        }
         let raw: schema::RawConfig = serde_json::from_slice(json).map_err(|e| {
             let path = jsonpath::path_at(json, e.line(), e.column());
             let field = if path.is_empty() { "configuration".to_string() } else { path };
