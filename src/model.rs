@@ -18,6 +18,15 @@ pub struct Gateway {
     pub settings: Settings,
     /// Environment variables named by `api_key_env` (for the CLI's Envoy bootstrap).
     pub api_key_envs: Vec<String>,
+    /// The developer portal, if configured (see [`crate::local`]).
+    pub portal: Option<Portal>,
+}
+
+/// `"portal"`: where the developer portal is served, and its title.
+pub struct Portal {
+    /// Starts with '/', no trailing '/' (`/developer`).
+    pub path: String,
+    pub title: String,
 }
 
 pub struct Settings {
@@ -81,6 +90,11 @@ pub struct Protocols {
 
 pub struct Api {
     pub id: String,
+    /// For the developer portal and the OpenAPI export.
+    pub name: String,
+    pub description: String,
+    /// The operations are the `azureml-studio` preset (the export knows their bodies).
+    pub azureml_studio: bool,
     /// The URL suffix with a leading slash (`/azureml-demo`), or empty for the root API.
     pub prefix: String,
     /// The configured header name as written (for `WWW-Authenticate`).
@@ -105,6 +119,8 @@ pub struct Api {
 /// [`Route`] at the same index.
 pub struct Operation {
     pub id: String,
+    pub name: String,
+    pub description: String,
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -125,6 +141,8 @@ impl Credential {
 
 pub struct Product {
     pub id: String,
+    pub name: String,
+    pub description: String,
     /// Indices into `Gateway::apis`.
     pub apis: Vec<u16>,
     pub rate_limit: Option<RateLimit>,

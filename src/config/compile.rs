@@ -1,10 +1,10 @@
 //! Schema → model: names become indices, keys digests, limits their precomputed ids and
 //! periods. Each check names the JSON path of what it refuses.
 
-use super::schema::{RawApi, RawConfig, RawOperation, RawOperations, RawQuota, RawRateLimit};
+use super::schema::{RawApi, RawConfig, RawOperation, RawOperations, RawPortal, RawQuota, RawRateLimit};
 use super::{ConfigError, Environment, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
 use crate::keys::{Digest, KeyIndex};
-use crate::model::{Api, Counter, Credential, Gateway, Operation, Product, Protocols, Quota, RateLimit, Settings, Subscription};
+use crate::model::{Api, Counter, Credential, Gateway, Operation, Portal, Product, Protocols, Quota, RateLimit, Settings, Subscription};
 use crate::route::{Route, Template};
 
 const MAX_APIS: usize = u16::MAX as usize;
@@ -51,7 +51,7 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         }
         let rate_limit = p.rate_limit.map(|rl| rate_limit(rl, format!("p:{}", p.id), &field("rate_limit"))).transpose()?;
         let quota = p.quota.map(|q| quota(q, &field("quota"))).transpose()?;
-        products.push(Product { id: p.id, apis: ids, rate_limit, quota });
+        products.push(Product { id: p.id, name: p.name, description: p.description.unwrap_or_default(), apis: ids, rate_limit, quota });
     }
 
     let mut subscriptions = Vec::with_capacity(raw.subscriptions.len());
@@ -104,7 +104,8 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
     }
 
-    Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs })
+    let portal = raw.portal.map(|p| compile_portal(p, &apis)).transpose()?;
+    Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs, portal })
 }
 
 fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
@@ -171,6 +172,7 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         }
     };
 
+    let azureml_studio = matches!(&a.operations, RawOperations::Preset(name) if name == "azureml-studio");
     let raw_ops = match a.operations {
         RawOperations::Preset(name) if name == "azureml-studio" => azureml_studio_preset(),
         RawOperations::Preset(name) => {
@@ -194,7 +196,7 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         }
         let template = Template::parse(&o.url_template).map_err(|r| ConfigError::new(ofield("url_template"), r))?;
         let rate_limit = o.rate_limit.map(|rl| rate_limit(rl, format!("o:{}/{}", a.id, o.id), &ofield("rate_limit"))).transpose()?;
-        ops.push(Operation { id: o.id, rate_limit });
+        ops.push(Operation { id: o.id, name: o.name, description: o.description.unwrap_or_default(), rate_limit });
         shapes.push((o.method, template));
     }
     let route = Route::build(shapes).map_err(|(j, r)| ConfigError::new(format!("apis[{i}].operations[{j}].url_template"), r))?;
@@ -237,6 +239,9 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
     let rate_limit = a.rate_limit.map(|rl| rate_limit(rl, format!("a:{}", a.id), &field("rate_limit"))).transpose()?;
     Ok(Api {
         id: a.id,
+        name: a.name,
+        description: a.description.unwrap_or_default(),
+        azureml_studio,
         prefix,
         key_header_lc: a.subscription_key_header.to_ascii_lowercase(),
         key_header: a.subscription_key_header,
@@ -255,20 +260,73 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
 /// The five AzureML Studio (classic) web-service operations as APIM imports them.
 fn azureml_studio_preset() -> Vec<RawOperation> {
     const WS: &str = "/workspaces/{workspace}/services/{service}";
-    let op = |id: &str, name: &str, method: &str, tail: &str| RawOperation {
+    let op = |id: &str, name: &str, description: &str, method: &str, tail: &str| RawOperation {
         id: id.into(),
-        _name: name.into(),
+        name: name.into(),
+        description: Some(description.into()),
         method: method.into(),
         url_template: format!("{WS}{tail}"),
         rate_limit: None,
     };
+    // Names as in Microsoft's guide to AzureML Studio web services behind API Management.
     vec![
-        op("rrs-execute", "Execute (request-response)", "POST", "/execute?api-version={apiversion}&details={details}"),
-        op("bes-submit", "Submit batch job", "POST", "/jobs?api-version={apiversion}"),
-        op("bes-start", "Start batch job", "POST", "/jobs/{jobid}/start?api-version={apiversion}"),
-        op("bes-status", "Get batch job status", "GET", "/jobs/{jobid}?api-version={apiversion}"),
-        op("bes-delete", "Delete batch job", "DELETE", "/jobs/{jobid}?api-version={apiversion}"),
+        op(
+            "rrs-execute",
+            "RRS Execute",
+            "Request-response: scores the rows in the request and answers with the results.",
+            "POST",
+            "/execute?api-version={apiversion}&details={details}",
+        ),
+        op(
+            "bes-submit",
+            "BES Submit",
+            "Batch execution: submits a job over blobs in Azure Storage; answers with the job id.",
+            "POST",
+            "/jobs?api-version={apiversion}",
+        ),
+        op("bes-start", "BES Start", "Starts a submitted batch job.", "POST", "/jobs/{jobid}/start?api-version={apiversion}"),
+        op(
+            "bes-status",
+            "BES Status",
+            "The status of a batch job and, once finished, where its outputs are.",
+            "GET",
+            "/jobs/{jobid}?api-version={apiversion}",
+        ),
+        op(
+            "bes-delete",
+            "BES Delete",
+            "Cancels a running batch job or deletes an ended one.",
+            "DELETE",
+            "/jobs/{jobid}?api-version={apiversion}",
+        ),
     ]
+}
+
+/// The portal's path must be its own: not an API's suffix nor under one (the root API, whose
+/// suffix is empty, excepted: there the portal's path is taken out of it), nor above one.
+fn compile_portal(p: RawPortal, apis: &[Api]) -> Result<Portal, ConfigError> {
+    let path = p.path;
+    let bad = !path.starts_with('/')
+        || path.len() < 2
+        || path.len() > 256
+        || path.ends_with('/')
+        || path.contains("//")
+        || path.bytes().any(|b| b <= b' ' || b >= 0x7f || b"?#{}%\"'<>`".contains(&b));
+    if bad {
+        return Err(ConfigError::new(
+            "portal.path",
+            "a URL path of visible ASCII, starting with '/', without a trailing '/' (e.g. \"/developer\")",
+        ));
+    }
+    let under = |a: &str, b: &str| a.starts_with(b) && matches!(a.as_bytes().get(b.len()), None | Some(b'/'));
+    if let Some(api) = apis.iter().find(|a| !a.prefix.is_empty() && (under(&path, &a.prefix) || under(&a.prefix, &path))) {
+        return Err(ConfigError::new("portal.path", format!("overlaps the path of API \"{}\"", api.id)));
+    }
+    let title = p.title.unwrap_or_else(|| "Developer portal".to_string());
+    if title.is_empty() || title.len() > 256 || title.chars().any(char::is_control) {
+        return Err(ConfigError::new("portal.title", "1 to 256 bytes without control characters"));
+    }
+    Ok(Portal { path, title })
 }
 
 fn rate_limit(rl: RawRateLimit, id: String, field: &str) -> Result<RateLimit, ConfigError> {

@@ -30,6 +30,19 @@ pub(super) struct RawConfig {
     pub(super) max_cas_retries: u32,
     #[serde(default = "default_counter_slots")]
     pub(super) counter_slots: u32,
+    /// The developer portal (issue 11): absent, there is none.
+    #[serde(default)]
+    pub(super) portal: Option<RawPortal>,
+}
+
+/// `"portal": {"path": "/developer", "title": "…"}`: pages, OpenAPI export and "My
+/// subscription", answered by the gateway itself under `path`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPortal {
+    pub(super) path: String,
+    #[serde(default)]
+    pub(super) title: Option<String>,
 }
 
 fn default_sub_header() -> String {
@@ -52,9 +65,10 @@ fn default_counter_slots() -> u32 {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawApi {
     pub(super) id: String,
-    /// Accepted for APIM parity; nothing reads it yet, so the model keeps none.
-    #[serde(rename = "name")]
-    pub(super) _name: String,
+    /// Shown in the developer portal and the OpenAPI export.
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
     pub(super) path: String,
     pub(super) service_url: String,
     /// APIM's per-API URL schemes: `["https"]`, `["http"]` or both (the default).
@@ -111,9 +125,10 @@ impl<'de> Deserialize<'de> for RawOperations {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawOperation {
     pub(super) id: String,
-    /// Accepted for APIM parity; nothing reads it yet, so the model keeps none.
-    #[serde(rename = "name")]
-    pub(super) _name: String,
+    /// Shown in the developer portal; the OpenAPI `summary`.
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
     pub(super) method: String,
     pub(super) url_template: String,
     #[serde(default)]
@@ -135,9 +150,10 @@ pub(super) struct RawCredential {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawProduct {
     pub(super) id: String,
-    /// Accepted for APIM parity; nothing reads it yet, so the model keeps none.
-    #[serde(rename = "name")]
-    pub(super) _name: String,
+    /// Shown in the developer portal.
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
     pub(super) apis: Vec<String>,
     #[serde(default)]
     pub(super) rate_limit: Option<RawRateLimit>,
