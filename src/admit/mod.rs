@@ -109,27 +109,82 @@ pub fn admit<'g, 'r>(
     conn: &mut dyn Connection,
     store: &mut dyn Store,
 ) -> Admission<'g, 'r> {
+    let mut local = LocalLimits::new(store);
+    // A store here always decides at once.
+    admit_with(gw, req, now_ms, conn, &mut local)
+        .unwrap_or_else(|| Admission { outcome: Outcome::Reply(reply::limits_unavailable()), events: Events::default() })
+}
+
+/// Where a request's limits are decided: over a [`Store`] here ([`LocalLimits`]), or by a
+/// remote store (`crate::rls`), which answers later.
+pub trait Limits {
+    /// The verdict on `plan`, or `None` while it is being decided elsewhere (the host pauses
+    /// the request, and judges it again with the answer).
+    fn check(&mut self, gw: &Gateway, plan: &Plan<'_, '_>, now_ms: u64) -> Option<Verdict>;
+    /// What an `Unavailable` verdict does: the operator's choice for this store.
+    fn failure_mode(&self, gw: &Gateway) -> FailureMode {
+        gw.settings.failure_mode
+    }
+    /// Store keys the last `check` created (for the key gauge).
+    fn keys_created(&self) -> u32 {
+        0
+    }
+}
+
+/// Limits decided here, over a store (shared data, or the tests' map).
+pub struct LocalLimits<'s> {
+    store: &'s mut dyn Store,
+    created: u32,
+}
+
+impl<'s> LocalLimits<'s> {
+    pub fn new(store: &'s mut dyn Store) -> Self {
+        LocalLimits { store, created: 0 }
+    }
+}
+
+impl Limits for LocalLimits<'_> {
+    fn check(&mut self, gw: &Gateway, plan: &Plan<'_, '_>, now_ms: u64) -> Option<Verdict> {
+        let mut store = Counting { inner: &mut *self.store, created: 0 };
+        let mut ctx = Ctx { store: &mut store, now_ms, max_retries: gw.settings.max_cas_retries, counter_slots: gw.settings.counter_slots };
+        let verdict = limits::check(plan, &mut ctx);
+        self.created = store.created;
+        Some(verdict)
+    }
+    fn keys_created(&self) -> u32 {
+        self.created
+    }
+}
+
+/// [`admit`] with the limits decided by `limits`; `None` while they are being decided
+/// elsewhere (nothing was counted or answered yet).
+pub fn admit_with<'g, 'r>(
+    gw: &'g Gateway,
+    req: &Request<'r>,
+    now_ms: u64,
+    conn: &mut dyn Connection,
+    limits: &mut dyn Limits,
+) -> Option<Admission<'g, 'r>> {
     let mut events = Events::default();
     let identity = match identify::identify(gw, req, conn) {
         Ok(id) => id,
         Err(identify::Early::Reply(r, e)) => {
             events.add(e, 1);
-            return Admission { outcome: Outcome::Reply(r), events };
+            return Some(Admission { outcome: Outcome::Reply(r), events });
         }
         Err(identify::Early::PassThrough) => {
             let s = &gw.settings;
             let present = |name: &'g str| req.header(name.as_bytes()).map(|_| name);
             let strip = [present(&s.subscription_id_header), present(&s.product_id_header)];
-            return Admission { outcome: Outcome::PassThrough { strip }, events };
+            return Some(Admission { outcome: Outcome::PassThrough { strip }, events });
         }
     };
 
     let specs = gw.limits_of(identity.api, identity.op, identity.product);
     let mut grant = Grant::default();
     if specs.iter().any(Option::is_some) {
-        let mut store = Counting { inner: store, created: 0 };
-        let verdict = judge_limits(gw, req, conn, &identity, &specs, now_ms, &mut store);
-        events.add(Event::StoreKeysCreated, store.created);
+        let verdict = judge_limits(gw, req, conn, &identity, &specs, now_ms, limits)?;
+        events.add(Event::StoreKeysCreated, limits.keys_created());
         match verdict {
             Verdict::Admit(g) => {
                 events.add(Event::CounterSlotShared, g.shared_counter_slots);
@@ -144,12 +199,12 @@ pub fn admit<'g, 'r>(
                     },
                     1,
                 );
-                return Admission { outcome: Outcome::Reply(r), events };
+                return Some(Admission { outcome: Outcome::Reply(r), events });
             }
             Verdict::Unavailable => {
                 events.add(Event::StoreFailure, 1);
-                match gw.settings.failure_mode {
-                    FailureMode::Deny => return Admission { outcome: Outcome::Reply(reply::limits_unavailable()), events },
+                match limits.failure_mode(gw) {
+                    FailureMode::Deny => return Some(Admission { outcome: Outcome::Reply(reply::limits_unavailable()), events }),
                     FailureMode::Allow => events.add(Event::FailureModeAllowed, 1),
                 }
             }
@@ -157,7 +212,7 @@ pub fn admit<'g, 'r>(
     }
 
     let upstream_path = rewrite::upstream_path(identity.api, identity.rest, identity.query);
-    Admission { outcome: Outcome::Forward(Forward { identity, upstream_path, grant }), events }
+    Some(Admission { outcome: Outcome::Forward(Forward { identity, upstream_path, grant }), events })
 }
 
 /// Resolves what keyed limits count per, then decides.
@@ -168,8 +223,8 @@ fn judge_limits(
     identity: &Identity<'_, '_>,
     specs: &[Option<Spec<'_>>; MAX_SPECS],
     now_ms: u64,
-    store: &mut dyn Store,
-) -> Verdict {
+    limits: &mut dyn Limits,
+) -> Option<Verdict> {
     // The client address is fetched once, and only if an `ip` limit applies.
     let needs_ip = specs.iter().flatten().any(|s| matches!(s, Spec::Rate(rl) if rl.counter == Counter::Ip));
     let ip = if needs_ip { conn.address().unwrap_or_default() } else { Vec::new() };
@@ -184,8 +239,7 @@ fn judge_limits(
         }
     }
     let plan = Plan { specs: *specs, values, record_key: &identity.sub.record_key, start_ms: identity.sub.start_ms };
-    let mut ctx = Ctx { store, now_ms, max_retries: gw.settings.max_cas_retries, counter_slots: gw.settings.counter_slots };
-    limits::check(&plan, &mut ctx)
+    limits.check(gw, &plan, now_ms)
 }
 
 /// Counts the body bytes of an admitted call against its subscription's bandwidth quota.
@@ -218,5 +272,8 @@ impl Store for Counting<'_> {
     fn created(&mut self) {
         self.created += 1;
         self.inner.created();
+    }
+    fn create_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, limits::HostError> {
+        self.inner.create_absent(key, value)
     }
 }

@@ -75,6 +75,9 @@ pub struct Grant {
     pub count_bandwidth: bool,
     /// Counter-table probes that found no free slot and shared a live one.
     pub shared_counter_slots: u32,
+    /// Each limit's own status after counting, in `Plan::specs` order (`None`: a quota
+    /// without calls, or no limit there); what a remote store reports per descriptor.
+    pub by_spec: [Option<RateLimitStatus>; MAX_SPECS],
 }
 
 impl Grant {
@@ -103,25 +106,38 @@ fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
 /// Decides and counts one request against every limit in `plan`. `Admit` means it was
 /// counted in all of them; a denial counted nowhere.
 pub fn check(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> Verdict {
+    check_at(plan, ctx).0
+}
+
+/// [`check`], and for a denial the index in `plan.specs` of the limit that denied (a remote
+/// store answers per limit, so its caller can tell which one it was).
+pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> (Verdict, Option<usize>) {
     let mut grant = Grant::default();
     let mut undo: Vec<keyed::Undo> = Vec::new();
     let mut needs: [Need<'_>; MAX_SPECS] = [(&[], None); MAX_SPECS];
     let mut sub_specs: [Option<Spec<'_>>; MAX_SPECS] = [None; MAX_SPECS];
+    // The index in `plan.specs` of each subscription-record limit.
+    let mut sub_at = [0usize; MAX_SPECS];
     let mut n_sub = 0;
 
     // Keyed counters first (their admissions are the cheapest to undo), then the subscription.
-    for (spec, value) in plan.specs.iter().zip(plan.values.iter()) {
+    for (i, (spec, value)) in plan.specs.iter().zip(plan.values.iter()).enumerate() {
         let (need, spec) = match spec {
             Some(Spec::Rate(rl)) if rl.counter != Counter::Subscription => {
                 match keyed::commit(rl, value, ctx, &mut grant) {
-                    Ok(keyed::Commit::Admitted(u)) => undo.push(u),
+                    Ok(keyed::Commit::Admitted(u, status)) => {
+                        undo.push(u);
+                        if let Some(s) = grant.by_spec.get_mut(i) {
+                            *s = status;
+                        }
+                    }
                     Ok(keyed::Commit::Denied(r)) => {
                         keyed::rollback(&undo, ctx);
-                        return Verdict::Deny(DenialKind::RateLimit, r);
+                        return (Verdict::Deny(DenialKind::RateLimit, r), Some(i));
                     }
                     Err(HostError) => {
                         keyed::rollback(&undo, ctx);
-                        return Verdict::Unavailable;
+                        return (Verdict::Unavailable, None);
                     }
                 }
                 continue;
@@ -130,9 +146,10 @@ pub fn check(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> Verdict {
             Some(s @ Spec::Quota(_)) => ((QUOTA_ID, None), *s),
             None => continue,
         };
-        if let (Some(n), Some(c)) = (needs.get_mut(n_sub), sub_specs.get_mut(n_sub)) {
+        if let (Some(n), Some(c), Some(at)) = (needs.get_mut(n_sub), sub_specs.get_mut(n_sub), sub_at.get_mut(n_sub)) {
             *n = need;
             *c = Some(spec);
+            *at = i;
             n_sub += 1;
         }
     }
@@ -143,14 +160,23 @@ pub fn check(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> Verdict {
         let outcome = cas_update(ctx.store, plan.record_key, &record::empty(SUB_BASE), ctx.max_retries, |rec| {
             let slots: [usize; MAX_SPECS] = prepare(rec, SUB_BASE, needs);
             // Decide everything first; write nothing unless all admit.
-            for (p, spec) in slots.iter().zip(sub_specs.iter().flatten()) {
+            for (j, (p, spec)) in slots.iter().zip(sub_specs.iter().flatten()).enumerate() {
                 if let Err(d) = decide(rec, *p, spec, now, start) {
-                    return Step::Keep(Err(d));
+                    return Step::Keep(Err((d, j)));
                 }
             }
             let mut local = Grant::default();
-            for (p, spec) in slots.iter().zip(sub_specs.iter().flatten()) {
-                count(rec, *p, spec, now, start, &mut local);
+            for ((p, spec), at) in slots.iter().zip(sub_specs.iter().flatten()).zip(sub_at.iter()) {
+                let mut one = Grant::default();
+                count(rec, *p, spec, now, start, &mut one);
+                if let Some(s) = one.rate_limit {
+                    local.offer(s.limit, s.remaining, s.reset_secs);
+                }
+                if let Some(slot) = local.by_spec.get_mut(*at) {
+                    *slot = one.rate_limit;
+                }
+                local.headers.append(&mut one.headers);
+                local.count_bandwidth |= one.count_bandwidth;
             }
             Step::Write(Ok(local))
         });
@@ -159,20 +185,25 @@ pub fn check(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> Verdict {
                 if let Some(s) = local.rate_limit {
                     grant.offer(s.limit, s.remaining, s.reset_secs);
                 }
+                for (mine, theirs) in grant.by_spec.iter_mut().zip(local.by_spec) {
+                    if theirs.is_some() {
+                        *mine = theirs;
+                    }
+                }
                 grant.headers.extend(local.headers);
                 grant.count_bandwidth |= local.count_bandwidth;
             }
-            Ok(Err((kind, r))) => {
+            Ok(Err(((kind, r), j))) => {
                 keyed::rollback(&undo, ctx);
-                return Verdict::Deny(kind, r);
+                return (Verdict::Deny(kind, r), sub_at.get(j).copied());
             }
             Err(HostError) => {
                 keyed::rollback(&undo, ctx);
-                return Verdict::Unavailable;
+                return (Verdict::Unavailable, None);
             }
         }
     }
-    Verdict::Admit(grant)
+    (Verdict::Admit(grant), None)
 }
 
 /// Would `spec` admit one more call now? `Err` is the APIM denial.

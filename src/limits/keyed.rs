@@ -41,7 +41,8 @@ pub(super) struct Undo {
 }
 
 pub(super) enum Commit {
-    Admitted(Undo),
+    /// Counted; how to undo it, and this limit's status after counting.
+    Admitted(Undo, Option<super::decide::RateLimitStatus>),
     Denied(Reply),
 }
 
@@ -120,7 +121,7 @@ pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mu
                 grant.offer(s.limit, s.remaining, s.reset_secs);
             }
             grant.headers.append(&mut local.headers);
-            Ok(Commit::Admitted(Undo { key, time, prev }))
+            Ok(Commit::Admitted(Undo { key, time, prev }, local.rate_limit))
         }
     }
 }

@@ -20,7 +20,7 @@ mod keyed;
 mod record;
 mod store;
 
-pub use decide::{add_bandwidth, check, Ctx, DenialKind, Grant, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
+pub use decide::{add_bandwidth, check, check_at, Ctx, DenialKind, Grant, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
 pub use store::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 
 impl RateLimitStatus {

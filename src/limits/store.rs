@@ -12,6 +12,21 @@ pub trait Store {
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), SetError>;
     /// Told when [`create_if_absent`] created a key (for the key-count gauge).
     fn created(&mut self) {}
+    /// Creates `key` with `value` unless it exists; `Ok(true)` if this call created it. A
+    /// store with a native "set if not exists" (Redis `SET NX`) overrides this; the default
+    /// is the sentinel-token trick that proxy-wasm shared data needs (see [`create_if_absent`]).
+    fn create_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, HostError> {
+        self.set(SENTINEL_KEY, b"", 0).map_err(|_| HostError)?;
+        let token = match self.get(SENTINEL_KEY)? {
+            Some((_, cas)) if cas != 0 => cas,
+            _ => return Err(HostError),
+        };
+        match self.set(key, value, token) {
+            Ok(()) => Ok(true),
+            Err(SetError::CasMismatch) => Ok(false),
+            Err(SetError::Host) => Err(HostError),
+        }
+    }
 }
 
 /// The store could not be read or written.
@@ -34,19 +49,10 @@ pub const SENTINEL_KEY: &str = "mlgate/cas-sentinel";
 /// for our own write of the sentinel key. Tokens come from one process-wide counter, so that
 /// token belongs to the sentinel alone; on an existing key the set fails with a mismatch.
 pub fn create_if_absent(store: &mut dyn Store, key: &str, value: &[u8]) -> Result<(), HostError> {
-    store.set(SENTINEL_KEY, b"", 0).map_err(|_| HostError)?;
-    let token = match store.get(SENTINEL_KEY)? {
-        Some((_, cas)) if cas != 0 => cas,
-        _ => return Err(HostError),
-    };
-    match store.set(key, value, token) {
-        Ok(()) => {
-            store.created();
-            Ok(())
-        }
-        Err(SetError::CasMismatch) => Ok(()),
-        Err(SetError::Host) => Err(HostError),
+    if store.create_absent(key, value)? {
+        store.created();
     }
+    Ok(())
 }
 
 /// Reads `key`, creating it as `empty` if absent. Returns the value and its CAS token.
