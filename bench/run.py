@@ -30,23 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from harness import ENVOY, WASM, free_port, wait_port  # noqa: E402
+import mlgate_harness as mh
+from mlgate_harness import EMPTY_WASM, ENVOY, ROOT, WASM, free_port
 
-EMPTY_WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "empty_filter.wasm"
 RESULTS = ROOT / "bench" / "results"
 SUBS = 1000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
 CONNECTIONS = 16
-HZ = os.sysconf("SC_CLK_TCK")
 PATH = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
 BODY = '{"Inputs":{"input1":{"ColumnNames":["Col2"],"Values":[["This is a good day"]]}},"GlobalParameters":{}}'
 AML_KEY = "bench-azureml-api-key"
-HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-ROUTER = {"name": "envoy.filters.http.router",
-          "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
 
 def key(i: int) -> str:
@@ -62,42 +56,18 @@ def sub_id(i: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 def bootstrap(listen: int, admin: int, upstream: int, http_filters: list, routes: list, secrets=None) -> dict:
-    b = {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [{
-                "name": "gateway",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-                    "@type": HCM, "stat_prefix": "gateway",
-                    "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
-                    "http_filters": http_filters + [ROUTER],
-                }}]}],
-            }],
-            "clusters": [{
-                "name": "upstream", "type": "STATIC", "connect_timeout": "2s",
-                "load_assignment": {"cluster_name": "upstream", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
-            }],
-        },
-    }
-    if secrets:
-        b["static_resources"]["secrets"] = secrets
-    return b
+    """A gateway: one listener (mlgate_harness's HTTP connection manager: use_remote_address,
+    codec AUTO) with `http_filters` and `routes` in front of the `upstream` cluster."""
+    return mh.bootstrap(admin, [mh.listener("gateway", listen, http_filters, routes)],
+                        [mh.static_cluster("upstream", upstream)], secrets=secrets)
 
 
 def prefix_route() -> list:
-    return [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
+    return mh.prefix_route("upstream")
 
 
 def wasm_filter(path: Path, configuration: str | None, vm_id: str) -> dict:
-    cfg = {"name": vm_id, "root_id": vm_id, "vm_config": {
-        "vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(path)}},
-        "environment_variables": {"host_env_keys": ["AZUREML_API_KEY"]}}}
-    if configuration is not None:
-        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": configuration}
-    return {"name": vm_id, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                             "config": cfg}}
+    return mh.wasm_filter(path, configuration, vm_id=vm_id, env_keys=["AZUREML_API_KEY"])
 
 
 def mlgate_config(n_subs: int, rate_limit: bool = True, quota: bool = True, **settings) -> str:
@@ -176,56 +146,53 @@ def native_chain(n_subs: int) -> tuple[list, list, list]:
     return filters, routes, secrets
 
 
+def gateway_configs(quick: bool = False) -> dict[str, tuple[list, list, list | None]]:
+    """The gateways measured side by side: name -> (http_filters, routes, secrets)."""
+    filters, routes, secrets = native_chain(SUBS)
+    configs = {
+        "no-filter": ([], prefix_route(), None),
+        "empty-wasm": ([wasm_filter(EMPTY_WASM, None, "empty")], prefix_route(), None),
+        "native-chain": (filters, routes, secrets),
+        "mlgate": ([wasm_filter(WASM, mlgate_config(SUBS), "mlgate")], prefix_route(), None),
+    }
+    if quick:
+        # Where does mlgate's cost go? The same load through variants with fewer host calls.
+        configs = {k: configs[k] for k in ("no-filter", "empty-wasm", "mlgate")}
+        configs["mlgate-no-metadata"] = ([wasm_filter(WASM, mlgate_config(SUBS, export_metadata="off"), "mlgate")],
+                                         prefix_route(), None)
+        configs["mlgate-no-metadata-no-headers"] = (
+            [wasm_filter(WASM, mlgate_config(SUBS, export_metadata="off", rate_limit_headers=False), "mlgate")],
+            prefix_route(), None)
+        configs["mlgate-no-limits"] = ([wasm_filter(WASM, mlgate_config(SUBS, rate_limit=False, quota=False,
+                                                                         export_metadata="off"), "mlgate")],
+                                       prefix_route(), None)
+    return configs
+
+
+def scale_config(n_subs: int) -> tuple[list, list, None]:
+    """mlgate with `n_subs` subscriptions and a quota only (the scale rounds)."""
+    return [wasm_filter(WASM, mlgate_config(n_subs, rate_limit=False), "mlgate")], prefix_route(), None
+
+
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
 
-class Proc:
+class Proc(mh.Process):
+    """An Envoy started with `cfg` (written to workdir/<name>.json), its log in workdir/<name>.log,
+    ready once `port` listens."""
+
     def __init__(self, name: str, cfg: dict, workdir: str, concurrency: int, port: int):
         self.name = name
-        path = os.path.join(workdir, f"{name}.json")
-        with open(path, "w") as f:
-            json.dump(cfg, f)
-        self.log_path = os.path.join(workdir, f"{name}.log")
-        self.p = subprocess.Popen(
-            [str(ENVOY), "-c", path, "--concurrency", str(concurrency), "--disable-hot-restart",
-             "--log-level", "warn", "--component-log-level", "wasm:info"],
-            stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "AZUREML_API_KEY": AML_KEY})
-        wait_port(port, 120, self.p)
-        self.port = port
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / HZ
-
-    def peak_rss_kib(self) -> int:
-        m = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{self.p.pid}/status").read_text())
-        return int(m.group(1)) if m else 0
-
-    def log(self) -> str:
-        return Path(self.log_path).read_text(errors="replace")
-
-    def stop(self):
-        self.p.terminate()
-        try:
-            self.p.wait(10)
-        except subprocess.TimeoutExpired:
-            self.p.kill()
+        path = mh.write_config(os.path.join(workdir, f"{name}.json"), cfg)
+        super().__init__(mh.envoy_args(path, concurrency, "warn"), os.path.join(workdir, f"{name}.log"),
+                         port=port, timeout=120, env={"AZUREML_API_KEY": AML_KEY})
 
 
 def upstream_config(listen: int, admin: int) -> dict:
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {"listeners": [{
-            "name": "fixed", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-                "@type": HCM, "stat_prefix": "fixed",
-                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [{
-                    "match": {"prefix": "/"},
-                    "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}}}]}]},
-                "http_filters": [ROUTER]}}]}]}]},
-    }
+    """The upstream: an Envoy answering 200 `{"ok":true}` to everything (direct_response)."""
+    routes = [{"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": '{"ok":true}'}}}]
+    return mh.bootstrap(admin, [mh.listener("fixed", listen, [], routes)], [])
 
 
 def wrk_script(workdir: str, n_keys: int) -> str:
@@ -364,25 +331,8 @@ def main():
     script = wrk_script(workdir, SUBS)
     fixed = h2load_inputs(workdir, SUBS)
 
-    filters, routes, secrets = native_chain(SUBS)
-    configs = {
-        "no-filter": ([], prefix_route(), None),
-        "empty-wasm": ([wasm_filter(EMPTY_WASM, None, "empty")], prefix_route(), None),
-        "native-chain": (filters, routes, secrets),
-        "mlgate": ([wasm_filter(WASM, mlgate_config(SUBS), "mlgate")], prefix_route(), None),
-    }
     quick = "--quick" in sys.argv
-    if quick:
-        # Where does mlgate's cost go? The same load through variants with fewer host calls.
-        configs = {k: configs[k] for k in ("no-filter", "empty-wasm", "mlgate")}
-        configs["mlgate-no-metadata"] = ([wasm_filter(WASM, mlgate_config(SUBS, export_metadata="off"), "mlgate")],
-                                         prefix_route(), None)
-        configs["mlgate-no-metadata-no-headers"] = (
-            [wasm_filter(WASM, mlgate_config(SUBS, export_metadata="off", rate_limit_headers=False), "mlgate")],
-            prefix_route(), None)
-        configs["mlgate-no-limits"] = ([wasm_filter(WASM, mlgate_config(SUBS, rate_limit=False, quota=False,
-                                                                         export_metadata="off"), "mlgate")],
-                                       prefix_route(), None)
+    configs = gateway_configs(quick)
     gateways = {}
     for name, (fs, rs, sec) in configs.items():
         port, admin = free_port(), free_port()
@@ -434,8 +384,7 @@ def main():
     for n in (1, 1000, 100000):
         port, admin = free_port(), free_port()
         t0 = time.time()
-        scaled[n] = Proc(f"mlgate-{n}", bootstrap(port, admin, up_port, [wasm_filter(WASM, mlgate_config(n, rate_limit=False), "mlgate")],
-                                                  prefix_route()), workdir, 1, port)
+        scaled[n] = Proc(f"mlgate-{n}", bootstrap(port, admin, up_port, *scale_config(n)), workdir, 1, port)
         scale[n] = {"envoy_ready_s": time.time() - t0, "rounds": []}
         check_forwarding(port, key(0))
         run_wrk(port, one_key, 2)

@@ -4,40 +4,27 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from blobclient import put_blob  # noqa: E402
-from harness import AZURITE, ENVOY, SIM, wait_port  # noqa: E402
+from mlgate_harness import AZURITE, ROOT, SIM, Process, envoy_args
+from mlgate_harness.blobclient import put_blob
 
 RUN = ROOT / ".run"
-procs: list[subprocess.Popen] = []
+procs: list[Process] = []
 
 
 def start(name, args, port, env=None):
-    log = open(RUN / f"{name}.log", "wb")
-    p = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
-    procs.append(p)
     try:
-        wait_port(port, 60, p)
-    except Exception:
-        sys.exit(f"{name} did not start; see {RUN / (name + '.log')}")
+        procs.append(Process(args, RUN / f"{name}.log", port=port, env=env, cwd=ROOT))
+    except RuntimeError:
+        stop(code=f"{name} did not start; see {RUN / (name + '.log')}")
 
 
-def stop(*_):
+def stop(*_, code=0):
     for p in reversed(procs):
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    sys.exit(0)
+        p.stop()
+    sys.exit(code)
 
 
 def main():
@@ -45,11 +32,10 @@ def main():
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     api_key = os.environ.get("AZUREML_API_KEY") or secrets.token_hex(24)
-    start("azurite", [str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
+    start("azurite", [AZURITE, "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
                       "--blobHost", "127.0.0.1", "--blobPort", "10000"], 10000)
-    start("azureml-sim", [str(SIM), "--listen", "127.0.0.1:8081", "--api-key", api_key], 8081)
-    start("envoy", [str(ENVOY), "-c", "envoy/demo.yaml", "--concurrency", "2", "--disable-hot-restart",
-                    "--log-level", "warn", "--component-log-level", "wasm:info"], 8080, {"AZUREML_API_KEY": api_key})
+    start("azureml-sim", [SIM, "--listen", "127.0.0.1:8081", "--api-key", api_key], 8081)
+    start("envoy", envoy_args("envoy/demo.yaml", concurrency=2, log_level="warn"), 8080, {"AZUREML_API_KEY": api_key})
     put_blob(10000, "demo", "input.csv", b'Col1,Col2\n1,This is a good day\n2,"Hello, gateway"\n')
 
     gw = "http://127.0.0.1:8080/azureml-demo/workspaces/demo-ws/services/demo-svc"

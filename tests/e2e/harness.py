@@ -1,12 +1,13 @@
 """Test harness: real processes on loopback. Starts the Envoy from .venv with the built
-mlgate.wasm, a recording upstream, azureml-sim and Azurite, and talks real HTTP to them."""
+mlgate.wasm, a recording upstream, azureml-sim and Azurite, and talks real HTTP to them.
+Processes, ports and the Envoy config pieces come from mlgate_harness (tools/mlgate_harness),
+shared with bench/run.py and envoy/run.py."""
 from __future__ import annotations
 
 import http.client
 import json
 import os
 import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -14,30 +15,8 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-ENVOY = ROOT / ".venv" / "bin" / "envoy"
-WASM = Path(os.environ.get("MLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "mlgate.wasm")
-SIM = ROOT / "target" / "release" / "azureml-sim"
-AZURITE = ROOT / ".tools" / "node" / "node_modules" / ".bin" / "azurite-blob"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {port}")
+import mlgate_harness as mh
+from mlgate_harness import WASM, free_port  # free_port: deploytools imports it from here
 
 
 # --------------------------------------------------------------------------------------------
@@ -51,10 +30,27 @@ class Recorder:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are two writes: without TCP_NODELAY the body waits ~40 ms for
+            # Envoy's delayed ACK of the headers on every response.
+            disable_nagle_algorithm = True
+
+            def _body(self) -> bytes:
+                if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                    # What Envoy sends upstream for an HTTP/2 request body without content-length.
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0], 16)
+                        chunk = self.rfile.read(size + 2)   # the chunk and its CRLF
+                        if size == 0:
+                            while chunk not in (b"\r\n", b"\n", b""):   # trailers, then the last CRLF
+                                chunk = self.rfile.readline()
+                            return data
+                        data += chunk[:size]
+                n = int(self.headers.get("content-length") or 0)
+                return self.rfile.read(n) if n else b""
 
             def _any(self):
-                n = int(self.headers.get("content-length") or 0)
-                data = self.rfile.read(n) if n else b""
+                data = self._body()
                 url = urllib.parse.urlsplit(self.path)
                 with recorder.lock:
                     recorder.requests.append({
@@ -63,7 +59,15 @@ class Recorder:
                         "query": url.query,
                         "raw_path": self.path,
                         "headers": [(k.lower(), v) for k, v in self.headers.items()],
+                        # The header values as bytes, exactly as received (http.server decodes
+                        # them as Latin-1, so this round-trips every byte 0x00-0xFF).
+                        "raw_headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                                        for k, v in self.headers.raw_items()],
+                        # From the raw request line: http.server's own split also splits on
+                        # 0x85 and 0xA0 (Unicode whitespace in Latin-1).
+                        "raw_target": self.raw_requestline.rstrip(b"\r\n").split(b" ")[1],
                         "body": data,
+                        "time": time.time(),
                     })
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -96,6 +100,11 @@ class Recorder:
         with self.lock:
             return len(self.requests)
 
+    def find(self, test_id: str) -> list[dict]:
+        """The requests received with `X-Test-Id: test_id`."""
+        with self.lock:
+            return [r for r in self.requests if ("x-test-id", test_id) in r["headers"]]
+
     def close(self):
         self.server.shutdown()
         self.server.server_close()
@@ -116,88 +125,40 @@ ACCESS_LOG_FORMAT = (
 
 
 def listener(listen: int, plugin_config: dict | str, access_log: str,
-             env: dict[str, str] | None = None, wasm: Path = WASM) -> dict:
+             env: dict[str, str] | None = None, wasm: Path = WASM, failure_policy: str = mh.FAILURE_POLICY) -> dict:
+    """The gateway listener: mlgate (its plugin configuration as given) in front of the
+    `azureml` cluster, every request in the access log with ACCESS_LOG_FORMAT."""
     cfg = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-    vm_config = {
-        "vm_id": "mlgate",
-        "runtime": "envoy.wasm.runtime.v8",
-        "code": {"local": {"filename": str(wasm)}},
-    }
-    if env:
-        # host_env_keys: the VM sees these variables of Envoy's own environment, so their
-        # values never appear in Envoy's configuration (or its config dump).
-        vm_config["environment_variables"] = {"host_env_keys": sorted(env)}
-    return {
-                "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
-                "name": "gateway",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "gateway",
-                        "access_log": [{
-                            "name": "envoy.access_loggers.file",
-                            "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
-                                "path": access_log,
-                                "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
-                            },
-                        }],
-                        "route_config": {"virtual_hosts": [{
-                            "name": "all", "domains": ["*"],
-                            "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "azureml", "timeout": "30s"}}],
-                        }]},
-                        "http_filters": [
-                            {"name": "mlgate", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                "config": {
-                                    "name": "mlgate", "root_id": "mlgate", "vm_config": vm_config,
-                                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": cfg},
-                                },
-                            }},
-                            {"name": "envoy.filters.http.router", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                        ],
-                    },
-                }]}],
-    }
+    lst = mh.listener("gateway", listen,
+                      [mh.wasm_filter(wasm, cfg, vm_id="mlgate", env_keys=sorted(env or {}), failure_policy=failure_policy)],
+                      mh.prefix_route("azureml", timeout="30s"),
+                      access_log=[mh.file_access_log(access_log, ACCESS_LOG_FORMAT)])
+    return {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **lst}
 
 
 def bootstrap(admin: int, upstream: int, listeners: list[dict] | None, lds_path: str | None = None) -> dict:
-    b = {
-        "node": {"id": "mlgate-e2e", "cluster": "mlgate"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": listeners or [],
-            "clusters": [{
-                "name": "azureml", "type": "STATIC", "connect_timeout": "2s",
-                "load_assignment": {"cluster_name": "azureml", "endpoints": [{"lb_endpoints": [{"endpoint": {
-                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}}}]}]},
-            }],
-        },
-    }
-    if lds_path:
-        b["dynamic_resources"] = {"lds_config": {
-            "path_config_source": {"path": lds_path, "watched_directory": {"path": os.path.dirname(lds_path)}},
-            "resource_api_version": "V3"}}
-    return b
+    return mh.bootstrap(admin, listeners or [], [mh.static_cluster("azureml", upstream)],
+                        node={"id": "mlgate-e2e", "cluster": "mlgate"}, lds_path=lds_path)
 
 
 class Envoy:
     def __init__(self, plugin_config: dict | str, upstream: int, concurrency: int = 2,
-                 env: dict[str, str] | None = None, wait: bool = True, dynamic: bool = False):
+                 env: dict[str, str] | None = None, wait: bool = True, dynamic: bool = False,
+                 wasm: Path = WASM, failure_policy: str = mh.FAILURE_POLICY):
         """dynamic=True serves the listener over LDS from a file, so `reconfigure` can swap the
-        plugin configuration in a running Envoy (the Wasm VM and its shared data are kept)."""
+        plugin configuration in a running Envoy (the Wasm VM and its shared data are kept).
+        `wasm` and `failure_policy` choose the module and Envoy's Wasm failure policy."""
         self.dir = tempfile.mkdtemp(prefix="mlgate-e2e-")
         self.port = free_port()
         self.admin = free_port()
         self.upstream = upstream
         self.concurrency = concurrency
         self.env = env
+        self.wasm = wasm
+        self.failure_policy = failure_policy
         self.access_log = os.path.join(self.dir, "access.log")
         self.log_path = os.path.join(self.dir, "envoy.log")
-        self.proc: subprocess.Popen | None = None
+        self.proc: mh.Process | None = None
         self.version = 0
         self.dynamic = dynamic
         self.lds_dir = os.path.join(self.dir, "lds")
@@ -210,16 +171,18 @@ class Envoy:
     def config_path(self) -> str:
         return os.path.join(self.dir, "envoy.json")
 
+    def listener(self, plugin_config) -> dict:
+        return listener(self.port, plugin_config, self.access_log, self.env, self.wasm, self.failure_policy)
+
     def write_config(self, plugin_config):
-        lst = listener(self.port, plugin_config, self.access_log, self.env)
+        lst = self.listener(plugin_config)
         if self.dynamic:
             self.write_lds(lst)
             b = bootstrap(self.admin, self.upstream, None, self.lds_path)
         else:
             lst = {k: v for k, v in lst.items() if k != "@type"}
             b = bootstrap(self.admin, self.upstream, [lst])
-        with open(self.config_path, "w") as f:
-            json.dump(b, f)
+        mh.write_config(self.config_path, b)
 
     def write_lds(self, lst: dict):
         self.version += 1
@@ -229,13 +192,10 @@ class Envoy:
         os.rename(tmp, self.lds_path)
 
     def start(self, wait: bool = True):
-        self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [str(ENVOY), "-c", self.config_path, "--concurrency", str(self.concurrency),
-             "--disable-hot-restart", "--file-flush-interval-msec", "20", "--log-level", "info", "--component-log-level", "wasm:info"],
-            stdout=self.logf, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+        self.proc = mh.start_envoy(self.config_path, self.log_path, port=self.port if wait else None,
+                                   concurrency=self.concurrency, env=self.env, append=True,
+                                   extra=["--file-flush-interval-msec", "20"])
         if wait:
-            wait_port(self.port, 60, self.proc)
             self.wait_ready()
 
     def wait_ready(self, timeout: float = 30):
@@ -290,7 +250,7 @@ class Envoy:
         assert self.dynamic
         stat = f"listener_manager.lds.update_{expect}"
         before = self.stat(stat) or 0
-        self.write_lds(listener(self.port, plugin_config, self.access_log, self.env))
+        self.write_lds(self.listener(plugin_config))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if (self.stat(stat) or 0) > before:
@@ -319,15 +279,8 @@ class Envoy:
         return Response(r.status, [(k.lower(), v) for k, v in r.getheaders()], data)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if getattr(self, "logf", None):
-            self.logf.close()
+        if self.proc:
+            self.proc.stop()
 
 
 def admin_post(port: int, path: str) -> str:
@@ -337,10 +290,12 @@ def admin_post(port: int, path: str) -> str:
 
 
 class Response:
-    def __init__(self, status: int, headers: list, body: bytes):
+    def __init__(self, status: int | None, headers: list, body: bytes):
         self.status = status
         self.headers = headers
         self.body = body
+        self.reset: str | None = None   # H2c: why the stream ended without a response
+        self.sent: float | None = None   # simultaneous: when the request was written
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers:
@@ -352,27 +307,35 @@ class Response:
         return json.loads(self.body)
 
     def __repr__(self):
+        if self.reset:
+            return f"<Response reset: {self.reset}>"
         return f"<Response {self.status} {self.body[:200]!r}>"
 
 
-def simultaneous(port: int, requests: list[bytes], timeout: float = 30) -> list[Response]:
+def simultaneous(port: int, requests: list[bytes], timeout: float = 30, at: float | None = None) -> list[Response]:
     """Opens one connection per request, then writes every request as close to simultaneously
-    as one thread can, so Envoy's workers decide them concurrently. Returns the responses."""
-    import selectors
+    as one thread can, so Envoy's workers decide them concurrently. Returns the responses, each
+    with `.sent`, the time.time() just before its request was written. `at`: write at that
+    time.time() instead of 0.2 s after connecting."""
     socks = []
     for _ in requests:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         socks.append(s)
-    time.sleep(0.2)  # let every worker accept its connections first
+    # Let every worker accept its connections first.
+    time.sleep(0.2 if at is None else max(0.0, at - time.time()))
+    sent = []
     for s, raw in zip(socks, requests):
+        sent.append(time.time())
         s.sendall(raw)
     out = []
-    for s in socks:
+    for s, t in zip(socks, sent):
         resp = http.client.HTTPResponse(s)
         resp.begin()
         body = resp.read()
-        out.append(Response(resp.status, [(k.lower(), v) for k, v in resp.getheaders()], body))
+        r = Response(resp.status, [(k.lower(), v) for k, v in resp.getheaders()], body)
+        r.sent = t
+        out.append(r)
         s.close()
     return out
 
@@ -381,3 +344,167 @@ def raw_request(method: str, path: str, headers: dict, body: bytes = b"") -> byt
     lines = [f"{method} {path} HTTP/1.1", "Host: gw.example.test", f"Content-Length: {len(body)}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+# --------------------------------------------------------------------------------------------
+# Raw clients: any bytes in the request line and headers, HTTP/1.1 and h2c.
+# --------------------------------------------------------------------------------------------
+class RawHttp1:
+    """One keep-alive HTTP/1.1 connection that sends requests exactly as given (any bytes),
+    and reconnects when Envoy closed it."""
+
+    def __init__(self, port: int, timeout: float = 10):
+        self.port = port
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.connections = 0
+
+    def _connect(self):
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.fp = self.sock.makefile("rb")
+        self.connections += 1
+
+    def close(self):
+        if self.sock:
+            self.fp.close()
+            self.sock.close()
+            self.sock = None
+
+    def send(self, raw: bytes) -> Response:
+        if self.sock is None:
+            self._connect()
+        try:
+            self.sock.sendall(raw)
+            resp = self._read()
+        except (OSError, EOFError):
+            # Closed by Envoy since the last response (idle, or after an error): once more.
+            self.close()
+            self._connect()
+            self.sock.sendall(raw)
+            resp = self._read()
+        if (resp.header("connection") or "").lower() == "close":
+            self.close()
+        return resp
+
+    def _read(self) -> Response:
+        line = self.fp.readline()
+        if not line:
+            raise EOFError("connection closed")
+        status = int(line.split(b" ", 2)[1])
+        headers = []
+        while True:
+            h = self.fp.readline()
+            if h in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = h.decode("latin-1").partition(":")
+            headers.append((k.strip().lower(), v.strip()))
+        r = Response(status, headers, b"")
+        if r.header("content-length") is not None:
+            r.body = self.fp.read(int(r.header("content-length")))
+        elif (r.header("transfer-encoding") or "").lower() == "chunked":
+            body = b""
+            while True:
+                n = int(self.fp.readline().split(b";")[0], 16)
+                if n == 0:
+                    self.fp.readline()
+                    break
+                body += self.fp.read(n)
+                self.fp.readline()
+            r.body = body
+        return r
+
+
+def http1(method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"",
+          host: bytes = b"gw.example.test") -> bytes:
+    """An HTTP/1.1 request as bytes: the request target and headers exactly as given."""
+    lines = [method.encode() + b" " + target + b" HTTP/1.1", b"Host: " + host]
+    lines += [k + b": " + v for k, v in headers]
+    lines.append(b"Content-Length: " + str(len(body)).encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class H2c:
+    """One HTTP/2 cleartext connection (prior knowledge) through the `h2` package, requests
+    one at a time; header names and values are sent as the bytes given (no validation).
+    A stream or connection reset comes back as a Response with status None and `.reset`
+    saying which; the next request then opens a new connection."""
+
+    def __init__(self, port: int, timeout: float = 10):
+        self.port = port
+        self.timeout = timeout
+        self.sock: socket.socket | None = None
+        self.connections = 0
+
+    def _connect(self):
+        import h2.config
+        import h2.connection
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        cfg = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False,
+                                        normalize_outbound_headers=False, validate_inbound_headers=False)
+        self.conn = h2.connection.H2Connection(cfg)
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+        self.connections += 1
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"",
+                authority: bytes = b"gw.example.test") -> Response:
+        import h2.events
+        import h2.exceptions
+        if self.sock is None:
+            self._connect()
+        sid = self.conn.get_next_available_stream_id()
+        hs = [(b":method", method.encode()), (b":scheme", b"http"), (b":authority", authority), (b":path", target)]
+        hs += [(k.lower(), v) for k, v in headers]
+        try:
+            self.conn.send_headers(sid, hs, end_stream=not body)
+            if body:
+                self.conn.send_data(sid, body, end_stream=True)
+            self.sock.sendall(self.conn.data_to_send())
+        except (OSError, h2.exceptions.ProtocolError):
+            self.close()
+            return self._reset("connection closed before the request was sent")
+        status, resp_headers, data = None, [], b""
+        while True:
+            try:
+                chunk = self.sock.recv(65536)
+            except OSError as e:
+                self.close()
+                return self._reset(f"connection error {e}")
+            if not chunk:
+                self.close()
+                return self._reset("connection closed")
+            for ev in self.conn.receive_data(chunk):
+                if getattr(ev, "stream_id", None) not in (sid, None):
+                    continue
+                if isinstance(ev, h2.events.ResponseReceived):
+                    resp_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in ev.headers]
+                    status = int(dict(resp_headers)[":status"])
+                elif isinstance(ev, h2.events.DataReceived):
+                    data += ev.data
+                    self.conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    self.sock.sendall(self.conn.data_to_send())
+                    return Response(status, [(k, v) for k, v in resp_headers if not k.startswith(":")], data)
+                elif isinstance(ev, h2.events.StreamReset):
+                    self.sock.sendall(self.conn.data_to_send())
+                    return self._reset(f"stream reset {ev.error_code!r}", keep=True)
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    self.close()
+                    return self._reset(f"GOAWAY {ev.error_code!r}")
+            out = self.conn.data_to_send()
+            if out:
+                self.sock.sendall(out)
+
+    def _reset(self, why: str, keep: bool = False) -> Response:
+        if not keep:
+            self.close()
+        r = Response(None, [], b"")
+        r.reset = why
+        return r

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from blobclient import DEV_ACCOUNT, connection_string, get_url, put_blob
+from mlgate_harness import SIM, Process, free_port
+from mlgate_harness.blobclient import DEV_ACCOUNT, connection_string, get_url, put_blob
 from conftest import SIM_KEY
 from harness import Envoy
 
@@ -140,16 +141,16 @@ def test_bes_failure_and_cancel(env, azurite):
     assert r.status == 400 and r.json()["error"]["code"] == "BadArgument"
 
 
-def test_sim_scope_flags_and_clean_shutdown(azurite):
+def test_sim_scope_flags_and_clean_shutdown(azurite, tmp_path):
     """--workspace/--service restrict the sim to one web service; SIGTERM exits cleanly."""
-    import subprocess
-    from harness import SIM, free_port, wait_port
     port = free_port()
-    p = subprocess.Popen([str(SIM), "--listen", f"127.0.0.1:{port}", "--api-key", "k", "--workspace", "ws1",
-                          "--service", "svc1", "--bitsize", "2", "--ngrams", "1"], stdout=subprocess.PIPE, text=True)
+    p = Process([SIM, "--listen", f"127.0.0.1:{port}", "--api-key", "k", "--workspace", "ws1",
+                 "--service", "svc1", "--bitsize", "2", "--ngrams", "1"], tmp_path / "sim.log", port=port, timeout=30)
     try:
-        wait_port(port, 30, p)
-        assert p.stdout.readline().strip() == f"azureml-sim listening on http://127.0.0.1:{port}"
+        deadline = time.time() + 10
+        while "\n" not in p.log() and time.time() < deadline:
+            time.sleep(0.02)
+        assert p.log().splitlines()[0] == f"azureml-sim listening on http://127.0.0.1:{port}"
         import http.client
         def rrs(ws):
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -164,5 +165,4 @@ def test_sim_scope_flags_and_clean_shutdown(azurite):
         status, body = rrs("ws2")
         assert status == 404 and body["error"]["code"] == "NotFound"
     finally:
-        p.terminate()
-        assert p.wait(10) == 0
+        assert p.stop() == 0   # SIGTERM: a clean exit
