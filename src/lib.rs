@@ -17,6 +17,7 @@ mod keys;
 mod limits;
 mod model;
 mod reply;
+pub mod rls;
 mod route;
 mod summary;
 mod time;

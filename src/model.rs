@@ -39,6 +39,8 @@ pub struct Settings {
     pub failure_mode: FailureMode,
     pub max_cas_retries: u32,
     pub counter_slots: u32,
+    /// Where limits are counted: this Envoy's shared data, or a rate limit service.
+    pub limits_store: crate::rls::LimitsStore,
 }
 
 /// What to do with a request outside every configured API path.

@@ -120,7 +120,7 @@ pub fn admit<'g, 'r>(
 pub trait Limits {
     /// The verdict on `plan`, or `None` while it is being decided elsewhere (the host pauses
     /// the request, and judges it again with the answer).
-    fn check(&mut self, gw: &Gateway, plan: &Plan<'_, '_>, now_ms: u64) -> Option<Verdict>;
+    fn check(&mut self, gw: &Gateway, who: Option<&Identity<'_, '_>>, plan: &Plan<'_, '_>, now_ms: u64) -> Option<Verdict>;
     /// What an `Unavailable` verdict does: the operator's choice for this store.
     fn failure_mode(&self, gw: &Gateway) -> FailureMode {
         gw.settings.failure_mode
@@ -144,7 +144,7 @@ impl<'s> LocalLimits<'s> {
 }
 
 impl Limits for LocalLimits<'_> {
-    fn check(&mut self, gw: &Gateway, plan: &Plan<'_, '_>, now_ms: u64) -> Option<Verdict> {
+    fn check(&mut self, gw: &Gateway, _who: Option<&Identity<'_, '_>>, plan: &Plan<'_, '_>, now_ms: u64) -> Option<Verdict> {
         let mut store = Counting { inner: &mut *self.store, created: 0 };
         let mut ctx = Ctx { store: &mut store, now_ms, max_retries: gw.settings.max_cas_retries, counter_slots: gw.settings.counter_slots };
         let verdict = limits::check(plan, &mut ctx);
@@ -239,7 +239,7 @@ fn judge_limits(
         }
     }
     let plan = Plan { specs: *specs, values, record_key: &identity.sub.record_key, start_ms: identity.sub.start_ms };
-    limits.check(gw, &plan, now_ms)
+    limits.check(gw, Some(identity), &plan, now_ms)
 }
 
 /// Counts the body bytes of an admitted call against its subscription's bandwidth quota.

@@ -129,6 +129,7 @@ fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
         failure_mode: raw.failure_mode,
         max_cas_retries: raw.max_cas_retries,
         counter_slots: raw.counter_slots,
+        limits_store: crate::rls::compile_settings(raw.limits_store.as_ref())?,
     })
 }
 

@@ -30,6 +30,9 @@ pub(super) struct RawConfig {
     pub(super) max_cas_retries: u32,
     #[serde(default = "default_counter_slots")]
     pub(super) counter_slots: u32,
+    /// `"shared_data"` (default) or `{"rls": {...}}` (see `crate::rls`).
+    #[serde(default)]
+    pub(super) limits_store: Option<crate::rls::RawLimitsStore>,
     /// The developer portal (issue 11): absent, there is none.
     #[serde(default)]
     pub(super) portal: Option<RawPortal>,

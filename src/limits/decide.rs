@@ -82,7 +82,7 @@ pub struct Grant {
 
 impl Grant {
     /// Keeps the most restrictive status: fewest remaining, then the longest reset.
-    pub(super) fn offer(&mut self, limit: u64, remaining: u64, reset_secs: u64) {
+    pub(crate) fn offer(&mut self, limit: u64, remaining: u64, reset_secs: u64) {
         let better = self.rate_limit.is_none_or(|b| remaining < b.remaining || (remaining == b.remaining && reset_secs > b.reset_secs));
         if better {
             self.rate_limit = Some(RateLimitStatus { limit, remaining, reset_secs });
