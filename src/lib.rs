@@ -9,6 +9,9 @@
 //! - `host` (wasm32 only): the one module that talks to Envoy. It reads the request as raw
 //!   bytes, calls `admit` and applies the outcome.
 //!
+//! - `local`: requests the gateway answers itself (the developer portal, `portal`), asked
+//!   before `admit` only when the configuration has any.
+//!
 //! Everything but `host` is plain Rust, tested natively and on wasm32.
 
 mod admit;
@@ -16,7 +19,9 @@ mod config;
 mod keys;
 mod limits;
 mod model;
+pub mod local;
 mod reply;
+mod portal;
 pub mod rls;
 mod route;
 mod summary;
@@ -32,6 +37,7 @@ pub use limits::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 pub use model::{ExportMetadata, FailureMode, Gateway, SubscriptionState, Unmatched};
 pub use reply::Reply;
 pub use summary::{Summary, Upstream};
+pub use portal::openapi::openapi;
 
 #[cfg(test)]
 mod tests;

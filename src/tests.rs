@@ -8,4 +8,6 @@ mod config_tests;
 mod gateway_tests;
 mod hostile_tests;
 mod limits_tests;
+mod rls_tests;
+mod portal_tests;
 mod time_tests;

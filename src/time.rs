@@ -81,3 +81,20 @@ pub fn timespan(total_secs: u64) -> String {
         format!("{h:02}:{m:02}:{s:02}")
     }
 }
+
+/// Milliseconds since the epoch as RFC 3339 UTC, to the second: `2026-01-01T00:00:00Z`
+/// (the portal's "renews at"). The inverse of [`days_from_civil`], Howard Hinnant's algorithm.
+pub fn format_rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -75,9 +75,16 @@ pub struct Grant {
     pub count_bandwidth: bool,
     /// Counter-table probes that found no free slot and shared a live one.
     pub shared_counter_slots: u32,
-    /// Each limit's own status after counting, in `Plan::specs` order (`None`: a quota
-    /// without calls, or no limit there); what a remote store reports per descriptor.
-    pub by_spec: [Option<RateLimitStatus>; MAX_SPECS],
+}
+
+/// What [`check_at`] adds to the verdict, for a remote store that answers per limit.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PerLimit {
+    /// For a denial, the index in `Plan::specs` of the limit that denied.
+    pub denied_at: Option<usize>,
+    /// After an admission, each limit's own status in `Plan::specs` order (`None`: a quota
+    /// without calls, or no limit there).
+    pub statuses: [Option<RateLimitStatus>; MAX_SPECS],
 }
 
 impl Grant {
@@ -95,7 +102,7 @@ pub(super) fn ceil_secs(ms: u64) -> u64 {
 }
 
 /// Start of the quota period containing `now` (periods of `period_ms` from `start_ms`).
-fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
+pub(super) fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
     if now < start_ms {
         // Before the subscription's start: the period that ends at its start.
         return start_ms.saturating_sub(period_ms);
@@ -106,12 +113,12 @@ fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
 /// Decides and counts one request against every limit in `plan`. `Admit` means it was
 /// counted in all of them; a denial counted nowhere.
 pub fn check(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> Verdict {
-    check_at(plan, ctx).0
+    check_at(plan, ctx, &mut PerLimit::default())
 }
 
-/// [`check`], and for a denial the index in `plan.specs` of the limit that denied (a remote
-/// store answers per limit, so its caller can tell which one it was).
-pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> (Verdict, Option<usize>) {
+/// [`check`], also telling which limit denied, or each limit's status (a remote store
+/// answers per limit).
+pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> Verdict {
     let mut grant = Grant::default();
     let mut undo: Vec<keyed::Undo> = Vec::new();
     let mut needs: [Need<'_>; MAX_SPECS] = [(&[], None); MAX_SPECS];
@@ -127,17 +134,18 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> (Verdict, Option<usiz
                 match keyed::commit(rl, value, ctx, &mut grant) {
                     Ok(keyed::Commit::Admitted(u, status)) => {
                         undo.push(u);
-                        if let Some(s) = grant.by_spec.get_mut(i) {
+                        if let Some(s) = per.statuses.get_mut(i) {
                             *s = status;
                         }
                     }
                     Ok(keyed::Commit::Denied(r)) => {
                         keyed::rollback(&undo, ctx);
-                        return (Verdict::Deny(DenialKind::RateLimit, r), Some(i));
+                        per.denied_at = Some(i);
+                        return Verdict::Deny(DenialKind::RateLimit, r);
                     }
                     Err(HostError) => {
                         keyed::rollback(&undo, ctx);
-                        return (Verdict::Unavailable, None);
+                        return Verdict::Unavailable;
                     }
                 }
                 continue;
@@ -166,28 +174,27 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> (Verdict, Option<usiz
                 }
             }
             let mut local = Grant::default();
-            for ((p, spec), at) in slots.iter().zip(sub_specs.iter().flatten()).zip(sub_at.iter()) {
+            let mut each = [None; MAX_SPECS];
+            for ((p, spec), e) in slots.iter().zip(sub_specs.iter().flatten()).zip(each.iter_mut()) {
                 let mut one = Grant::default();
                 count(rec, *p, spec, now, start, &mut one);
                 if let Some(s) = one.rate_limit {
                     local.offer(s.limit, s.remaining, s.reset_secs);
                 }
-                if let Some(slot) = local.by_spec.get_mut(*at) {
-                    *slot = one.rate_limit;
-                }
+                *e = one.rate_limit;
                 local.headers.append(&mut one.headers);
                 local.count_bandwidth |= one.count_bandwidth;
             }
-            Step::Write(Ok(local))
+            Step::Write(Ok((local, each)))
         });
         match outcome {
-            Ok(Ok(local)) => {
+            Ok(Ok((local, each))) => {
                 if let Some(s) = local.rate_limit {
                     grant.offer(s.limit, s.remaining, s.reset_secs);
                 }
-                for (mine, theirs) in grant.by_spec.iter_mut().zip(local.by_spec) {
-                    if theirs.is_some() {
-                        *mine = theirs;
+                for (at, st) in sub_at.iter().zip(each).take(n_sub) {
+                    if let Some(slot) = per.statuses.get_mut(*at) {
+                        *slot = st;
                     }
                 }
                 grant.headers.extend(local.headers);
@@ -195,15 +202,16 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> (Verdict, Option<usiz
             }
             Ok(Err(((kind, r), j))) => {
                 keyed::rollback(&undo, ctx);
-                return (Verdict::Deny(kind, r), sub_at.get(j).copied());
+                per.denied_at = sub_at.get(j).copied();
+                return Verdict::Deny(kind, r);
             }
             Err(HostError) => {
                 keyed::rollback(&undo, ctx);
-                return (Verdict::Unavailable, None);
+                return Verdict::Unavailable;
             }
         }
     }
-    (Verdict::Admit(grant), None)
+    Verdict::Admit(grant)
 }
 
 /// Would `spec` admit one more call now? `Err` is the APIM denial.

@@ -8,6 +8,7 @@
 //! - [`record`]: the byte format of records and the sliding-window ring.
 //! - [`decide`]: the decision over a subscription's record; all limits or none.
 //! - [`keyed`]: bounded counter tables for `counter: ip | header:<name>`.
+//! - [`usage`]: read-only: how much of each limit a subscription has used ("My subscription").
 //!
 //! One *subscription record* (`mlgate/s/<subscription id>`) holds every limit counted per
 //! subscription: the product's rate limit and quota, and API- and operation-scoped rate
@@ -19,9 +20,11 @@ mod decide;
 mod keyed;
 mod record;
 mod store;
+mod usage;
 
-pub use decide::{add_bandwidth, check, check_at, Ctx, DenialKind, Grant, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
+pub use decide::{add_bandwidth, check, check_at, Ctx, DenialKind, Grant, PerLimit, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
 pub use store::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
+pub use usage::{usage, Usage};
 
 impl RateLimitStatus {
     /// The three `RateLimit-*` response headers.

@@ -14,8 +14,8 @@
 use crate::config::MAX_RATE_LIMIT_CALLS;
 
 pub(super) const VERSION: u8 = 2;
-const KIND_RATE: u8 = 1;
-const KIND_QUOTA: u8 = 2;
+pub(super) const KIND_RATE: u8 = 1;
+pub(super) const KIND_QUOTA: u8 = 2;
 pub(super) const QUOTA_ID: &[u8] = b"q";
 /// Where segments start in a subscription record, and in a keyed (counter-table) record.
 pub(super) const SUB_BASE: usize = 1;
@@ -94,7 +94,7 @@ pub(super) fn repair(rec: &mut Vec<u8>, base: usize) {
 }
 
 /// The segment of `kind` named `id`, if the record has one.
-fn find_seg(rec: &[u8], base: usize, kind: u8, id: &[u8]) -> Option<Seg> {
+pub(super) fn find_seg(rec: &[u8], base: usize, kind: u8, id: &[u8]) -> Option<Seg> {
     let mut at = base;
     while let Some(seg) = next_seg(rec, at) {
         if seg.kind == kind && rec.get(seg.id_start..seg.id_end) == Some(id) {

@@ -1,0 +1,43 @@
+//! Local endpoints: requests the gateway answers itself from the model, like an APIM error. Never forwarded,
+//! never counted as API calls, never touching a subscription's limits. The host asks here first, only when
+//! the configuration has any local endpoint (`local::any`).
+//!
+//! - the developer portal ([`crate::portal`]) under `portal.path`.
+
+use crate::admit::Request;
+use crate::limits::Store;
+use crate::model::Gateway;
+use crate::reply::Reply;
+
+/// What local endpoints may read from the host: the limit store (read-only use: they never
+/// count) and the usage metrics (the admin reports).
+pub trait LocalHost {
+    fn store(&mut self) -> &mut dyn Store;
+    /// The current value of usage metric `index` of usage slot `slot` (a counter or a gauge,
+    /// see the admin reports); `None` if the host has no such metric.
+    fn metric(&mut self, slot: u32, index: usize) -> Option<u64>;
+}
+
+/// Whether `path` (a request's `:path`, query included) is `prefix` or below it: the next
+/// byte after the prefix is the end, '/' or '?'. `/developer` is under `/developer`, but
+/// `/developers` is not.
+pub fn under(path: &[u8], prefix: &str) -> bool {
+    path.starts_with(prefix.as_bytes()) && matches!(path.get(prefix.len()), None | Some(b'/' | b'?'))
+}
+
+/// The local reply for `req`, or `None` when it is not a local endpoint's (then it goes
+/// through `admit` as every request does).
+pub fn serve(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Option<Reply> {
+    if let Some(portal) = &gw.portal {
+        if under(req.path, &portal.path) {
+            return Some(crate::portal::serve(gw, portal, req, now_ms, host));
+        }
+    }
+    None
+}
+
+/// Whether the configuration has any local endpoint. Without one the host never calls
+/// [`serve`]: the request path pays this one check.
+pub fn any(gw: &Gateway) -> bool {
+    gw.portal.is_some()
+}

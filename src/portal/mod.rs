@@ -1,0 +1,295 @@
+//! The developer portal, served by the gateway itself under `portal.path` (APIM's developer
+//! portal, for the APIs this gateway fronts): one static page with its script and style sheet
+//! (hand-written, embedded in the `.wasm`), and the JSON they read, generated from the live
+//! model on each request:
+//!
+//! | `GET <path>…` | answer |
+//! |---|---|
+//! | `` `/` | the page (`assets/index.html`; the title and path escaped into it) |
+//! | `/portal.js` `/portal.css` | the script and the style sheet |
+//! | `/apis.json` | the catalog: APIs, their base URLs, products, limits and operations |
+//! | `/apis/<api id>/openapi.json` | the API's OpenAPI 3.0.1 export ([`openapi`]) |
+//! | `/subscription` | "My subscription": the caller's own subscription and its usage |
+//!
+//! Nothing here carries a key, a key hash, a backend credential or another subscription's
+//! data: the catalog and the export are built from ids, names, templates and limits only,
+//! and "My subscription" answers only the subscription whose key was presented (APIM's 401
+//! otherwise). Every page response has a strict Content-Security-Policy: scripts and styles
+//! from the portal's own files, no inline code, nothing framed, requests to this origin only.
+
+mod json;
+pub mod openapi;
+
+use crate::admit::Request;
+use crate::keys::query_decode;
+use crate::limits::{self, Spec, Usage};
+use crate::local::LocalHost;
+use crate::model::{Api, Counter, Gateway, Portal, Quota, RateLimit, SubscriptionState};
+use crate::reply::{self, Reply};
+pub(crate) use json::escape_html;
+use json::Json;
+
+const PAGE: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/portal.js");
+const STYLE: &str = include_str!("assets/portal.css");
+
+/// Sent with every portal response.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                       base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The header "My subscription" reads the key from (APIM's default key header).
+const KEY_HEADER: &[u8] = b"ocp-apim-subscription-key";
+
+/// The reply to a request under the portal's path.
+pub fn serve(gw: &Gateway, portal: &Portal, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Reply {
+    let path = match req.path.iter().position(|&b| b == b'?') {
+        Some(i) => req.path.get(..i).unwrap_or_default(),
+        None => req.path,
+    };
+    let sub = path.get(portal.path.len()..).unwrap_or_default();
+    if req.method != b"GET" && req.method != b"HEAD" {
+        return secure(Reply::json(405, "Method not allowed").with_header("allow", "GET, HEAD".to_string()), true);
+    }
+    match sub {
+        b"" | b"/" | b"/index.html" => secure(page(portal), false),
+        b"/portal.js" => secure(asset("text/javascript; charset=utf-8", SCRIPT), false),
+        b"/portal.css" => secure(asset("text/css; charset=utf-8", STYLE), false),
+        b"/apis.json" => secure(json_reply(catalog(gw, portal, &origin(req))), true),
+        b"/subscription" => secure(subscription(gw, req, now_ms, host), true),
+        _ => match sub.strip_prefix(b"/apis/").and_then(|s| s.strip_suffix(b"/openapi.json")) {
+            Some(id) => {
+                let id = query_decode(id);
+                let doc = std::str::from_utf8(&id).ok().and_then(|id| openapi::openapi(gw, id, Some(&origin(req))));
+                secure(doc.map_or_else(reply::not_found, json_reply), true)
+            }
+            None => secure(reply::not_found(), true),
+        },
+    }
+}
+
+fn asset(content_type: &'static str, body: &str) -> Reply {
+    Reply { status: 200, content_type, headers: Vec::new(), body: body.to_string() }
+}
+
+fn json_reply(body: String) -> Reply {
+    Reply { status: 200, content_type: "application/json; charset=utf-8", headers: Vec::new(), body }
+}
+
+/// The page, with the portal's title and path (operator input) escaped into it.
+pub fn page(portal: &Portal) -> Reply {
+    let body = PAGE.replace("{{TITLE}}", &escape_html(&portal.title)).replace("{{BASE}}", &escape_html(&portal.path));
+    asset("text/html; charset=utf-8", &body)
+}
+
+/// Adds the portal's security headers. `private`: never stored by any cache.
+fn secure(mut r: Reply, private: bool) -> Reply {
+    r.headers.push(("content-security-policy".into(), CSP.into()));
+    r.headers.push(("x-content-type-options".into(), "nosniff".into()));
+    r.headers.push(("x-frame-options".into(), "DENY".into()));
+    r.headers.push(("referrer-policy".into(), "no-referrer".into()));
+    r.headers.push(("cache-control".into(), if private { "no-store" } else { "no-cache" }.into()));
+    r
+}
+
+/// `scheme://host` as the client reached the gateway, for base URLs; the host is reduced to
+/// the characters a host may have (it comes from the client). Empty if there is none.
+fn origin(req: &Request<'_>) -> String {
+    let host: String = req.authority.iter().filter(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(b)).map(|&b| char::from(b)).collect();
+    if host.is_empty() {
+        return String::new();
+    }
+    let scheme = if req.scheme == b"http" { "http" } else { "https" };
+    format!("{scheme}://{host}")
+}
+
+fn rate_limit_json(j: &mut Json, scope: &str, rl: &RateLimit) {
+    j.obj().kv_str("scope", scope).kv_str("kind", "rate-limit").kv_num("calls", u64::from(rl.calls));
+    j.kv_num("renewalPeriod", rl.period_ms / 1000).kv_str("counter", &counter_text(&rl.counter)).end_obj();
+}
+
+fn quota_json(j: &mut Json, q: &Quota) {
+    j.obj().kv_str("scope", "product").kv_str("kind", "quota").kv_opt_num("calls", q.calls);
+    j.kv_opt_num("bandwidthKb", q.bandwidth_bytes.map(|b| b / 1024)).kv_num("renewalPeriod", q.period_ms / 1000).end_obj();
+}
+
+fn counter_text(c: &Counter) -> String {
+    match c {
+        Counter::Subscription => "subscription".into(),
+        Counter::Ip => "ip".into(),
+        Counter::Header(h) => format!("header:{h}"),
+    }
+}
+
+/// `apis.json`: what the pages list. Ids, names, descriptions, paths, templates, limits.
+pub fn catalog(gw: &Gateway, portal: &Portal, origin: &str) -> String {
+    let mut j = Json::new();
+    j.obj().kv_str("title", &portal.title).kv_str("path", &portal.path);
+    j.key("apis").arr();
+    for (i, api) in gw.apis.iter().enumerate() {
+        api_json(&mut j, gw, portal, i, api, origin);
+    }
+    j.end_arr().end_obj();
+    j.finish()
+}
+
+fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api, origin: &str) {
+    j.obj().kv_str("id", &api.id).kv_str("name", &api.name).kv_str("description", &api.description);
+    j.kv_str("path", &api.prefix).kv_str("baseUrl", &format!("{origin}{}", api.prefix));
+    j.key("protocols").arr();
+    for (on, name) in [(api.protocols.http, "http"), (api.protocols.https, "https")] {
+        if on {
+            j.str(name);
+        }
+    }
+    j.end_arr();
+    j.kv_str("subscriptionKeyHeader", &api.key_header).kv_str("subscriptionKeyQuery", &api.key_query);
+    j.kv_str("openapi", &format!("{}/apis/{}/openapi.json", portal.path, percent_encode(&api.id)));
+    j.key("limits").arr();
+    if let Some(rl) = &api.rate_limit {
+        rate_limit_json(j, "api", rl);
+    }
+    j.end_arr();
+    j.key("products").arr();
+    for p in gw.products.iter().filter(|p| p.apis.iter().any(|&a| usize::from(a) == index)) {
+        j.obj().kv_str("id", &p.id).kv_str("name", &p.name).kv_str("description", &p.description);
+        j.key("limits").arr();
+        if let Some(rl) = &p.rate_limit {
+            rate_limit_json(j, "product", rl);
+        }
+        if let Some(q) = &p.quota {
+            quota_json(j, q);
+        }
+        j.end_arr().end_obj();
+    }
+    j.end_arr();
+    j.key("operations").arr();
+    for (i, op) in api.operations.iter().enumerate() {
+        let Some((method, t)) = api.route.operation(i) else { continue };
+        j.obj().kv_str("id", &op.id).kv_str("name", &op.name).kv_str("description", &op.description);
+        j.kv_str("method", method).kv_str("urlTemplate", &openapi::template_text(t));
+        j.key("limits").arr();
+        if let Some(rl) = &op.rate_limit {
+            rate_limit_json(j, "operation", rl);
+        }
+        j.end_arr().end_obj();
+    }
+    j.end_arr().end_obj();
+}
+
+/// Percent-encodes everything but unreserved characters (an id in a URL path segment).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One limit of a subscription and where it applies.
+struct Entry<'g> {
+    scope: &'static str,
+    api: Option<&'g Api>,
+    operation: Option<&'g str>,
+    spec: Spec<'g>,
+}
+
+/// "My subscription": the subscription of the presented key, its product and, per limit, what
+/// is used and left and when it renews, read from the limit records (no count of its own).
+/// Only for a valid key of an active subscription, found as the gateway finds it (digest,
+/// constant-time confirmation); APIM's 401 otherwise.
+pub fn subscription(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Reply {
+    let key = req.header(KEY_HEADER).map(<[u8]>::trim_ascii).unwrap_or_default();
+    if key.is_empty() {
+        return Reply::json(401, reply::MISSING_KEY);
+    }
+    let Some(sub) = gw.keys.find(key).and_then(|i| gw.subscriptions.get(i as usize)) else { return reply::invalid_key() };
+    let Some(product) = gw.products.get(sub.product as usize) else { return reply::invalid_key() };
+    if sub.state != SubscriptionState::Active {
+        return reply::invalid_key();
+    }
+
+    // Every limit counted per subscription, in the record's terms; keyed ones are listed apart.
+    let apis: Vec<&Api> = product.apis.iter().filter_map(|&a| gw.apis.get(usize::from(a))).collect();
+    let mut rates: Vec<(&'static str, Option<&Api>, Option<&str>, &RateLimit)> = Vec::new();
+    if let Some(rl) = &product.rate_limit {
+        rates.push(("product", None, None, rl));
+    }
+    for api in &apis {
+        if let Some(rl) = &api.rate_limit {
+            rates.push(("api", Some(api), None, rl));
+        }
+        for op in &api.operations {
+            if let Some(rl) = &op.rate_limit {
+                rates.push(("operation", Some(api), Some(op.id.as_str()), rl));
+            }
+        }
+    }
+    let (per_sub, keyed): (Vec<_>, Vec<_>) = rates.into_iter().partition(|r| r.3.counter == Counter::Subscription);
+    let mut entries: Vec<Entry<'_>> =
+        per_sub.into_iter().map(|(scope, api, operation, rl)| Entry { scope, api, operation, spec: Spec::Rate(rl) }).collect();
+    if let Some(q) = &product.quota {
+        entries.push(Entry { scope: "product", api: None, operation: None, spec: Spec::Quota(q) });
+    }
+    let specs: Vec<Spec<'_>> = entries.iter().map(|e| e.spec).collect();
+    let Ok(usage) = limits::usage(host.store(), &sub.record_key, sub.start_ms, &specs, now_ms) else {
+        return reply::limits_unavailable();
+    };
+
+    let mut j = Json::new();
+    j.obj().kv_str("id", &sub.id).kv_str("state", "active");
+    j.key("product").obj().kv_str("id", &product.id).kv_str("name", &product.name).end_obj();
+    j.key("apis").arr();
+    for api in &apis {
+        j.obj().kv_str("id", &api.id).kv_str("name", &api.name).end_obj();
+    }
+    j.end_arr();
+    j.kv_str("asOf", &crate::time::format_rfc3339(now_ms));
+    j.key("limits").arr();
+    for (e, u) in entries.iter().zip(usage.iter()) {
+        limit_usage_json(&mut j, e, u, now_ms);
+    }
+    for (scope, api, operation, rl) in keyed {
+        j.obj().kv_str("scope", scope);
+        where_json(&mut j, api, operation);
+        j.kv_str("kind", "rate-limit").kv_num("calls", u64::from(rl.calls)).kv_num("renewalPeriod", rl.period_ms / 1000);
+        // Counted per client address or header value, not per subscription: no count here.
+        j.kv_str("counter", &counter_text(&rl.counter)).key("callsUsed").null().key("callsLeft").null().end_obj();
+    }
+    j.end_arr().end_obj();
+    json_reply(j.finish())
+}
+
+fn where_json(j: &mut Json, api: Option<&Api>, operation: Option<&str>) {
+    if let Some(api) = api {
+        j.kv_str("api", &api.id).kv_str("apiName", &api.name);
+    }
+    if let Some(op) = operation {
+        j.kv_str("operation", op);
+        if let Some(o) = api.and_then(|a| a.operations.iter().find(|o| o.id == op)) {
+            j.kv_str("operationName", &o.name);
+        }
+    }
+}
+
+fn limit_usage_json(j: &mut Json, e: &Entry<'_>, u: &Usage, now_ms: u64) {
+    j.obj().kv_str("scope", e.scope);
+    where_json(j, e.api, e.operation);
+    match e.spec {
+        Spec::Rate(rl) => {
+            j.kv_str("kind", "rate-limit").kv_num("renewalPeriod", rl.period_ms / 1000).kv_str("counter", "subscription");
+        }
+        Spec::Quota(q) => {
+            j.kv_str("kind", "quota").kv_num("renewalPeriod", q.period_ms / 1000);
+            j.kv_opt_num("bandwidthKb", q.bandwidth_bytes.map(|b| b / 1024)).kv_num("bandwidthUsedBytes", u.bytes_used);
+            j.kv_opt_num("bandwidthLeftBytes", u.bytes_limit.map(|l| l.saturating_sub(u.bytes_used)));
+        }
+    }
+    j.kv_opt_num("calls", u.calls_limit).kv_num("callsUsed", u.calls_used).kv_opt_num("callsLeft", u.calls_left());
+    j.kv_num("renewsInSeconds", u.renews_in_ms.div_ceil(1000));
+    j.kv_str("renewsAt", &crate::time::format_rfc3339(now_ms.saturating_add(u.renews_in_ms)));
+    j.end_obj();
+}
