@@ -14,18 +14,20 @@
 //!
 //! Everything but `host` is plain Rust, tested natively and on wasm32.
 
+mod admin;
 mod admit;
 mod config;
 mod keys;
 mod limits;
-mod model;
 pub mod local;
-mod reply;
+mod model;
 mod portal;
+mod reply;
 pub mod rls;
 mod route;
 mod summary;
 mod time;
+pub mod usage;
 
 #[cfg(all(feature = "host", target_arch = "wasm32"))]
 mod host;
@@ -35,9 +37,9 @@ pub use config::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LI
 pub use keys::Digest;
 pub use limits::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 pub use model::{ExportMetadata, FailureMode, Gateway, SubscriptionState, Unmatched};
+pub use portal::openapi::openapi;
 pub use reply::Reply;
 pub use summary::{Summary, Upstream};
-pub use portal::openapi::openapi;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,8 @@
 //! never counted as API calls, never touching a subscription's limits. The host asks here first, only when
 //! the configuration has any local endpoint (`local::any`).
 //!
-//! - the developer portal ([`crate::portal`]) under `portal.path`.
+//! - the developer portal ([`crate::portal`]) under `portal.path`;
+//! - the admin API and usage dashboard ([`crate::admin`]) under `admin.path`.
 
 use crate::admit::Request;
 use crate::limits::Store;
@@ -14,7 +15,7 @@ use crate::reply::Reply;
 pub trait LocalHost {
     fn store(&mut self) -> &mut dyn Store;
     /// The current value of usage metric `index` of usage slot `slot` (a counter or a gauge,
-    /// see the admin reports); `None` if the host has no such metric.
+    /// see [`crate::usage`]); `None` if the host has no such metric.
     fn metric(&mut self, slot: u32, index: usize) -> Option<u64>;
 }
 
@@ -33,11 +34,16 @@ pub fn serve(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalH
             return Some(crate::portal::serve(gw, portal, req, now_ms, host));
         }
     }
+    if let Some(admin) = &gw.admin {
+        if under(req.path, &admin.path) {
+            return Some(crate::admin::serve(gw, admin, req, now_ms, host));
+        }
+    }
     None
 }
 
 /// Whether the configuration has any local endpoint. Without one the host never calls
 /// [`serve`]: the request path pays this one check.
 pub fn any(gw: &Gateway) -> bool {
-    gw.portal.is_some()
+    gw.portal.is_some() || gw.admin.is_some()
 }

@@ -20,6 +20,10 @@ pub struct Gateway {
     pub api_key_envs: Vec<String>,
     /// The developer portal, if configured (see [`crate::local`]).
     pub portal: Option<Portal>,
+    /// The usage metrics' slot table (see [`crate::usage`]).
+    pub usage: crate::usage::Plan,
+    /// The admin API and usage dashboard, if configured (see [`crate::admin`]).
+    pub admin: Option<crate::admin::Admin>,
 }
 
 /// `"portal"`: where the developer portal is served, and its title.

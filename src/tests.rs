@@ -11,3 +11,4 @@ mod limits_tests;
 mod rls_tests;
 mod portal_tests;
 mod time_tests;
+mod usage_tests;

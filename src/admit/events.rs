@@ -41,10 +41,13 @@ impl Event {
     ];
 }
 
-/// How many of each event one request produced.
+/// How many of each event one request produced, and the usage slot it counts in.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Events {
     counts: [u32; Event::ALL.len()],
+    /// The usage slot of the call (see [`crate::usage`]); `None` for what is not an API call
+    /// (a pass-through) or counts nowhere (bandwidth accounting after the fact).
+    pub usage: Option<u32>,
 }
 
 impl Events {

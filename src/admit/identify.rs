@@ -7,6 +7,7 @@ use crate::keys::query_decode;
 use crate::model::{Api, Gateway, Operation, Product, Subscription, SubscriptionState, Unmatched};
 use crate::reply::{self, Reply};
 use crate::route::query_value;
+use crate::usage::Matched;
 
 /// A matched, authenticated request.
 pub struct Identity<'g, 'r> {
@@ -43,7 +44,13 @@ fn invalid_key() -> Early {
     Early::Reply(reply::invalid_key(), Event::InvalidKey)
 }
 
-pub(super) fn identify<'g, 'r>(gw: &'g Gateway, req: &Request<'r>, conn: &mut dyn Connection) -> Result<Identity<'g, 'r>, Early> {
+/// `matched` is filled in as far as the request gets (the usage slot it counts in).
+pub(super) fn identify<'g, 'r>(
+    gw: &'g Gateway,
+    req: &Request<'r>,
+    conn: &mut dyn Connection,
+    matched: &mut Matched,
+) -> Result<Identity<'g, 'r>, Early> {
     let (path, query) = match req.path.iter().position(|&b| b == b'?') {
         Some(i) => (req.path.get(..i).unwrap_or_default(), req.path.get(i + 1..).unwrap_or_default()),
         None => (req.path, &b""[..]),
@@ -55,6 +62,7 @@ pub(super) fn identify<'g, 'r>(gw: &'g Gateway, req: &Request<'r>, conn: &mut dy
         });
     };
     let api = gw.apis.get(usize::from(api_index)).ok_or_else(not_found)?;
+    matched.api = Some(api_index);
     // The scheme Envoy established for the connection, asked only when the API restricts it.
     if !(api.protocols.http && api.protocols.https) {
         let tls = conn.is_tls();
@@ -66,6 +74,7 @@ pub(super) fn identify<'g, 'r>(gw: &'g Gateway, req: &Request<'r>, conn: &mut dy
     let rest = path.get(api.prefix.len()..).and_then(|r| std::str::from_utf8(r).ok()).ok_or_else(not_found)?;
     let rest = if rest.is_empty() { "/" } else { rest };
     let m = api.route.find(req.method, rest, query).ok_or_else(not_found)?;
+    matched.op = Some(m.op);
 
     // Header first; the query parameter only if the header is absent.
     let presented: std::borrow::Cow<'_, [u8]> = match req.header(api.key_header_lc.as_bytes()) {
@@ -85,6 +94,7 @@ pub(super) fn identify<'g, 'r>(gw: &'g Gateway, req: &Request<'r>, conn: &mut dy
     if sub.state != SubscriptionState::Active || !product.apis.contains(&api_index) {
         return Err(invalid_key());
     }
+    matched.sub = Some(sub_index);
 
     let op = api.operations.get(usize::from(m.op)).ok_or_else(not_found)?;
     let find = |name: &str| m.params.iter().find(|(k, _)| *k == name).map_or(&b""[..], |(_, v)| *v);

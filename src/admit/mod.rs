@@ -166,7 +166,13 @@ pub fn admit_with<'g, 'r>(
     limits: &mut dyn Limits,
 ) -> Option<Admission<'g, 'r>> {
     let mut events = Events::default();
-    let identity = match identify::identify(gw, req, conn) {
+    let mut matched = crate::usage::Matched::default();
+    let identified = identify::identify(gw, req, conn, &mut matched);
+    if !matches!(identified, Err(identify::Early::PassThrough)) {
+        // Every judged call counts in one usage slot; a pass-through is not an API call.
+        events.usage = gw.usage.slot(gw, &matched);
+    }
+    let identity = match identified {
         Ok(id) => id,
         Err(identify::Early::Reply(r, e)) => {
             events.add(e, 1);

@@ -105,7 +105,13 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
     }
 
     let portal = raw.portal.map(|p| compile_portal(p, &apis)).transpose()?;
-    Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs, portal })
+    let per_subscription = raw.metrics.is_some_and(|m| m.per_subscription);
+    let usage = crate::usage::Plan::build(&apis, &products, &subscriptions, per_subscription).map_err(|n| {
+        let field = if per_subscription { "metrics.per_subscription" } else { "metrics" };
+        ConfigError::new(field, format!("the usage metrics would need more than {n} label sets (at most {})", crate::usage::MAX_SLOTS))
+    })?;
+    let admin = raw.admin.map(|a| crate::admin::compile(a.path, &a.key_sha256, &apis, portal.as_ref().map(|p| p.path.as_str()))).transpose()?;
+    Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs, portal, usage, admin })
 }
 
 fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {

@@ -36,6 +36,29 @@ pub(super) struct RawConfig {
     /// The developer portal (issue 11): absent, there is none.
     #[serde(default)]
     pub(super) portal: Option<RawPortal>,
+    /// Usage metrics: `{"per_subscription": true}` adds a subscription label (opt-in: it
+    /// multiplies the stats by the subscriptions).
+    #[serde(default)]
+    pub(super) metrics: Option<RawMetrics>,
+    /// The admin API (APIM's reports) and usage dashboard: absent, there is none.
+    #[serde(default)]
+    pub(super) admin: Option<RawAdmin>,
+}
+
+/// `"metrics": {"per_subscription": false}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    #[serde(default)]
+    pub(super) per_subscription: bool,
+}
+
+/// `"admin": {"path": "/mlgate-admin", "key_sha256": "<hex SHA-256 of the admin key>"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) path: String,
+    pub(super) key_sha256: String,
 }
 
 /// `"portal": {"path": "/developer", "title": "…"}`: pages, OpenAPI export and "My

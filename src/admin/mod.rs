@@ -1,0 +1,189 @@
+//! The admin API and the usage dashboard, under `admin.path`: APIM's reports and each
+//! product's quota use, for the operator. Answered by the gateway itself (a local endpoint:
+//! never forwarded, never counted as an API call).
+//!
+//! | `GET <path>…` | answer | key |
+//! |---|---|---|
+//! | `/` | the dashboard page (`assets/dashboard.html`) | no (it holds no data) |
+//! | `/dashboard.js` `/dashboard.css` | its script and style sheet | no |
+//! | `/reports/byApi` `/reports/byOperation` `/reports/byProduct` `/reports/bySubscription` | APIM's reports ([`crate::usage::report`]) | yes |
+//! | `/quotas` | every quota counter: calls and kilobytes in the current period, per subscription | yes |
+//!
+//! The key is `Authorization: Bearer <admin key>`; only its SHA-256 is configured, and the
+//! check hashes what is presented and compares digests in constant time ([`Digest::ct_eq`]).
+//! A missing or wrong key is 401, and so is any other path under the prefix, so the API does
+//! not tell what exists to someone without the key. Nothing here carries a key or a digest.
+
+use crate::admit::Request;
+use crate::config::ConfigError;
+use crate::keys::Digest;
+use crate::limits::{self, Spec};
+use crate::local::LocalHost;
+use crate::model::{Api, Gateway};
+use crate::reply::Reply;
+use crate::usage::report::{self, push_str, Report};
+
+const PAGE: &str = include_str!("assets/dashboard.html");
+const SCRIPT: &str = include_str!("assets/dashboard.js");
+const STYLE: &str = include_str!("assets/dashboard.css");
+
+/// Scripts and styles from the dashboard's own files only, no inline code, requests to this
+/// origin only, never framed.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                       base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `"admin"`: where the admin API is served, and the digest of its key.
+pub struct Admin {
+    /// Starts with '/', no trailing '/' (`/mlgate-admin`).
+    pub path: String,
+    pub key: Digest,
+}
+
+/// Checks the `admin` section: a path of its own (not an API's, not the portal's), and a key
+/// digest of 64 hex digits.
+pub(crate) fn compile(path: String, key_sha256: &str, apis: &[Api], portal: Option<&str>) -> Result<Admin, ConfigError> {
+    let bad = !path.starts_with('/')
+        || path.len() < 2
+        || path.len() > 256
+        || path.ends_with('/')
+        || path.contains("//")
+        || path.bytes().any(|b| b <= b' ' || b >= 0x7f || b"?#{}%\"'<>`\\".contains(&b));
+    if bad {
+        return Err(ConfigError::new(
+            "admin.path",
+            "a URL path of visible ASCII, starting with '/', without a trailing '/' (e.g. \"/mlgate-admin\")",
+        ));
+    }
+    let under = |a: &str, b: &str| a.starts_with(b) && matches!(a.as_bytes().get(b.len()), None | Some(b'/'));
+    if let Some(api) = apis.iter().find(|a| !a.prefix.is_empty() && (under(&path, &a.prefix) || under(&a.prefix, &path))) {
+        return Err(ConfigError::new("admin.path", format!("overlaps the path of API \"{}\"", api.id)));
+    }
+    if portal.is_some_and(|p| under(&path, p) || under(p, &path)) {
+        return Err(ConfigError::new("admin.path", "overlaps portal.path"));
+    }
+    let key = Digest::from_hex(key_sha256).ok_or_else(|| ConfigError::new("admin.key_sha256", "not 64 hex digits"))?;
+    Ok(Admin { path, key })
+}
+
+/// Whether the request carries the admin key: `Authorization: Bearer <key>`. The presented
+/// key is hashed and the digests compared in constant time.
+pub fn authorized(admin: &Admin, req: &Request<'_>) -> bool {
+    let Some(value) = req.header(b"authorization") else { return false };
+    let value = value.trim_ascii();
+    let Some((scheme, key)) = value.split_at_checked(6) else { return false };
+    if !scheme.eq_ignore_ascii_case(b"bearer") || key.first() != Some(&b' ') {
+        return false;
+    }
+    let key = key.trim_ascii();
+    !key.is_empty() && Digest::of(key).ct_eq(&admin.key)
+}
+
+/// The reply to a request under the admin path.
+pub fn serve(gw: &Gateway, admin: &Admin, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Reply {
+    let path = match req.path.iter().position(|&b| b == b'?') {
+        Some(i) => req.path.get(..i).unwrap_or_default(),
+        None => req.path,
+    };
+    let sub = path.get(admin.path.len()..).unwrap_or_default();
+    if req.method != b"GET" && req.method != b"HEAD" {
+        return secure(Reply::json(405, "Method not allowed").with_header("allow", "GET, HEAD".to_string()), true);
+    }
+    match sub {
+        // The page's relative URLs need the trailing slash.
+        b"" => secure(Reply { status: 308, content_type: "text/plain; charset=utf-8", headers: Vec::new(), body: String::new() }, false)
+            .with_header("location", format!("{}/", admin.path)),
+        b"/" | b"/index.html" => secure(asset("text/html; charset=utf-8", PAGE), false),
+        b"/dashboard.js" => secure(asset("text/javascript; charset=utf-8", SCRIPT), false),
+        b"/dashboard.css" => secure(asset("text/css; charset=utf-8", STYLE), false),
+        _ if !authorized(admin, req) => secure(unauthorized(), true),
+        b"/quotas" => secure(json(quotas(gw, now_ms, host)), true),
+        _ => match sub.strip_prefix(b"/reports/").and_then(Report::from_name) {
+            Some(kind) => {
+                let mut value = |slot: u32, index: usize| host.metric(slot, index).unwrap_or(0);
+                match report::report(gw, kind, &mut value) {
+                    Some(body) => secure(json(body), true),
+                    None => secure(
+                        error(404, "NotFound", "bySubscription needs per-subscription metrics: \"metrics\": {\"per_subscription\": true}"),
+                        true,
+                    ),
+                }
+            }
+            None => secure(error(404, "NotFound", "No such admin resource."), true),
+        },
+    }
+}
+
+fn asset(content_type: &'static str, body: &str) -> Reply {
+    Reply { status: 200, content_type, headers: Vec::new(), body: body.to_string() }
+}
+
+fn json(body: String) -> Reply {
+    Reply { status: 200, content_type: "application/json; charset=utf-8", headers: Vec::new(), body }
+}
+
+/// APIM's management API error shape: `{"error": {"code": …, "message": …}}`.
+fn error(status: u16, code: &str, message: &str) -> Reply {
+    let mut body = String::from("{\"error\":{\"code\":");
+    push_str(&mut body, code);
+    body.push_str(",\"message\":");
+    push_str(&mut body, message);
+    body.push_str("}}");
+    Reply { status, content_type: "application/json; charset=utf-8", headers: Vec::new(), body }
+}
+
+fn unauthorized() -> Reply {
+    error(401, "Unauthorized", "Access denied due to a missing or invalid admin key. Send Authorization: Bearer <admin key>.")
+        .with_header("www-authenticate", "Bearer realm=\"mlgate-admin\"".to_string())
+}
+
+fn secure(mut r: Reply, private: bool) -> Reply {
+    r.headers.push(("content-security-policy".into(), CSP.into()));
+    r.headers.push(("x-content-type-options".into(), "nosniff".into()));
+    r.headers.push(("x-frame-options".into(), "DENY".into()));
+    r.headers.push(("referrer-policy".into(), "no-referrer".into()));
+    r.headers.push(("cache-control".into(), if private { "no-store" } else { "no-cache" }.into()));
+    r
+}
+
+/// Every product quota's counter per subscription, read from the records the limits write
+/// (APIM's quota counters: `counterKey`, `periodStartTime`, `periodEndTime`, and `value`
+/// with `callsCount` and `kbTransferred`), with the product and its limits beside them.
+/// Read-only: nothing is created or counted.
+pub fn quotas(gw: &Gateway, now_ms: u64, host: &mut dyn LocalHost) -> String {
+    let mut out = String::from("{\"value\":[");
+    let mut count = 0u64;
+    for sub in &gw.subscriptions {
+        let Some(product) = gw.products.get(sub.product as usize) else { continue };
+        let Some(quota) = &product.quota else { continue };
+        let used = limits::usage(host.store(), &sub.record_key, sub.start_ms, &[Spec::Quota(quota)], now_ms);
+        let Some(u) = used.ok().and_then(|v| v.first().copied()) else { continue };
+        let end = now_ms.saturating_add(u.renews_in_ms);
+        if count > 0 {
+            out.push(',');
+        }
+        count += 1;
+        out.push_str("{\"counterKey\":");
+        push_str(&mut out, &sub.id);
+        out.push_str(",\"productId\":");
+        push_str(&mut out, &format!("/products/{}", product.id));
+        out.push_str(",\"productName\":");
+        push_str(&mut out, &product.name);
+        out.push_str(",\"subscriptionId\":");
+        push_str(&mut out, &format!("/subscriptions/{}", sub.id));
+        out.push_str(",\"periodStartTime\":");
+        push_str(&mut out, &crate::time::format_rfc3339(end.saturating_sub(quota.period_ms)));
+        out.push_str(",\"periodEndTime\":");
+        push_str(&mut out, &crate::time::format_rfc3339(end));
+        out.push_str(&format!(
+            ",\"value\":{{\"callsCount\":{},\"kbTransferred\":{}}},\"callsLimit\":{},\"kbLimit\":{}}}",
+            u.calls_used,
+            u.bytes_used as f64 / 1024.0,
+            quota.calls.map_or("null".to_string(), |c| c.to_string()),
+            quota.bandwidth_bytes.map_or("null".to_string(), |b| (b / 1024).to_string()),
+        ));
+    }
+    out.push_str("],\"count\":");
+    out.push_str(&count.to_string());
+    out.push('}');
+    out
+}
