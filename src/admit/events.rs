@@ -48,6 +48,8 @@ pub struct Events {
     /// The usage slot of the call (see [`crate::usage`]); `None` for what is not an API call
     /// (a pass-through) or counts nowhere (bandwidth accounting after the fact).
     pub usage: Option<u32>,
+    /// What the request was matched to, as far as it got (for a refusal's export).
+    pub matched: crate::usage::Matched,
 }
 
 impl Events {

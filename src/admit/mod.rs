@@ -171,6 +171,7 @@ pub fn admit_with<'g, 'r>(
     if !matches!(identified, Err(identify::Early::PassThrough)) {
         // Every judged call counts in one usage slot; a pass-through is not an API call.
         events.usage = gw.usage.slot(gw, &matched);
+        events.matched = matched;
     }
     let identity = match identified {
         Ok(id) => id,

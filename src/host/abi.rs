@@ -31,6 +31,9 @@ extern "C" {
     fn proxy_set_shared_data(key: *const u8, key_size: usize, value: *const u8, value_size: usize, cas: u32) -> u32;
     fn proxy_define_metric(metric_type: u32, name: *const u8, name_size: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_get_metric(id: u32, result: *mut u64) -> u32;
+    fn proxy_get_header_map_value(map_type: u32, key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
 }
 
 pub const OK: u32 = 0;
@@ -46,6 +49,7 @@ pub const LOG_ERROR: u32 = 4;
 
 pub const COUNTER: u32 = 0;
 pub const GAUGE: u32 = 1;
+pub const HISTOGRAM: u32 = 2;
 
 /// The host allocates every buffer it returns through this export, and we take ownership.
 /// A boxed slice has exactly `size` bytes of capacity, so [`take`] can rebuild it.
@@ -71,11 +75,16 @@ pub fn log(level: u32, msg: &str) {
 
 /// Milliseconds since the Unix epoch by the host's clock (0 if it will not say).
 pub fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+/// Nanoseconds since the Unix epoch by the host's clock (0 if it will not say).
+pub fn now_ns() -> u64 {
     let mut t = 0u64;
     // SAFETY: the host writes one u64 through a pointer to a live local.
     let status = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
     if status == OK {
-        t / 1_000_000
+        t
     } else {
         0
     }
@@ -205,4 +214,26 @@ pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
 pub fn increment_metric(id: u32, by: i64) {
     // SAFETY: plain values.
     unsafe { proxy_increment_metric(id, by) };
+}
+
+/// Sets a gauge, or records a histogram value.
+pub fn record_metric(id: u32, value: u64) {
+    // SAFETY: plain values.
+    unsafe { proxy_record_metric(id, value) };
+}
+
+/// A counter's or gauge's current value (histograms cannot be read back).
+pub fn get_metric(id: u32) -> Option<u64> {
+    let mut v = 0u64;
+    // SAFETY: the host writes one u64 through a pointer to a live local.
+    let status = unsafe { proxy_get_metric(id, &mut v) };
+    (status == OK).then_some(v)
+}
+
+/// One header's value (the first, if repeated).
+pub fn header_value(map: u32, key: &str) -> Option<Vec<u8>> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: key from a live &str; out-pointers to live locals; the buffer is ours.
+    let status = unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut len) };
+    (status == OK).then(|| take(data, len))
 }

@@ -6,6 +6,7 @@
 
 mod abi;
 
+use crate::usage::{self, extremes::Extremes, Call, Kind, Update};
 use crate::{
     admit, export, record_bandwidth, Admission, Connection, Event, Events, Gateway, HostError, Outcome, ProcessEnv, Request, SetError,
     Store,
@@ -64,6 +65,83 @@ impl Stats {
 struct Root {
     gateway: Option<Rc<Gateway>>,
     stats: Option<Stats>,
+    usage: Option<Rc<Usage>>,
+}
+
+/// No metric in this cell of a slot's table (ids are the host's; this one it never issues
+/// for a defined metric in practice, and a wrong id only fails the host call).
+const NO_METRIC: u32 = u32::MAX;
+
+/// The usage metrics of one configuration ([`crate::usage`]): each slot's metric ids, defined
+/// at configure time, and this worker's view of the min/max extremes. Per request: a table
+/// lookup and the increments, no name formatted, nothing allocated.
+struct Usage {
+    ids: Vec<[u32; usage::METRICS]>,
+    extremes: RefCell<Extremes>,
+}
+
+impl Usage {
+    fn define(gw: &Gateway) -> Usage {
+        let mut ids = vec![[NO_METRIC; usage::METRICS]; gw.usage.len()];
+        for (slot, row) in (0u32..).zip(ids.iter_mut()) {
+            for (i, kind, name) in gw.usage.definitions(gw, slot) {
+                let kind = match kind {
+                    Kind::Counter => abi::COUNTER,
+                    Kind::Gauge => abi::GAUGE,
+                    Kind::Histogram => abi::HISTOGRAM,
+                };
+                if let (Some(cell), Some(id)) = (row.get_mut(i), abi::define_metric(kind, &name)) {
+                    *cell = id;
+                }
+            }
+        }
+        Usage { ids, extremes: RefCell::new(Extremes::new(gw.usage.len())) }
+    }
+
+    fn id(&self, slot: u32, index: usize) -> Option<u32> {
+        self.ids.get(slot as usize)?.get(index).copied().filter(|id| *id != NO_METRIC)
+    }
+
+    /// Counts one finished call: up to eight increments, and the extremes (no host call
+    /// unless the call is outside what this worker has seen).
+    fn record(&self, gw: &Gateway, call: &Call) {
+        for u in usage::updates(call) {
+            match u {
+                Update::Add(i, n) => {
+                    if let Some(id) = self.id(call.slot, i) {
+                        abi::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+                    }
+                }
+                Update::Record(i, v) => {
+                    if let Some(id) = self.id(call.slot, i) {
+                        abi::record_metric(id, v);
+                    }
+                }
+            }
+        }
+        if let Ok(mut ex) = self.extremes.try_borrow_mut() {
+            let mut gauge = |i: usize, v: u64| {
+                if let Some(id) = self.id(call.slot, i) {
+                    abi::record_metric(id, v);
+                }
+            };
+            ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut SharedData, &mut gauge);
+        }
+    }
+}
+
+/// A judged call, measured for the usage metrics until the stream ends.
+struct Measure {
+    slot: u32,
+    start_ns: u64,
+    /// When the backend's response headers arrived (forwarded calls).
+    response_ns: Option<u64>,
+    status: u16,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// Sent upstream: the status and response bytes come from the response; otherwise they
+    /// are mlgate's own reply's.
+    upstream: bool,
 }
 
 /// One HTTP stream.
@@ -71,6 +149,8 @@ struct Stream {
     /// `None`: the plugin has no valid configuration; every request is refused (fail closed).
     gateway: Option<Rc<Gateway>>,
     stats: Option<Stats>,
+    usage: Option<Rc<Usage>>,
+    measure: Option<Measure>,
     /// Set for an admitted request whose body bytes count against a bandwidth quota.
     bandwidth_of: Option<u32>,
     body_bytes: u64,
@@ -116,17 +196,18 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
     if parent == 0 {
         ROOTS.with(|r| {
             if let Ok(mut m) = r.try_borrow_mut() {
-                m.insert(id, Root { gateway: None, stats: None });
+                m.insert(id, Root { gateway: None, stats: None, usage: None });
             }
         });
         return;
     }
-    let (gateway, stats) = ROOTS
-        .with(|r| r.try_borrow().ok().and_then(|m| m.get(&parent).map(|root| (root.gateway.clone(), root.stats))))
-        .unwrap_or((None, None));
+    let (gateway, stats, usage) = ROOTS
+        .with(|r| r.try_borrow().ok().and_then(|m| m.get(&parent).map(|root| (root.gateway.clone(), root.stats, root.usage.clone()))))
+        .unwrap_or((None, None, None));
     STREAMS.with(|s| {
         if let Ok(mut m) = s.try_borrow_mut() {
-            m.insert(id, Stream { gateway, stats, bandwidth_of: None, body_bytes: 0, response_headers: Vec::new() });
+            let st = Stream { gateway, stats, usage, measure: None, bandwidth_of: None, body_bytes: 0, response_headers: Vec::new() };
+            m.insert(id, st);
         }
     });
 }
@@ -153,7 +234,9 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> bool {
             );
             ROOTS.with(|r| {
                 if let Ok(mut m) = r.try_borrow_mut() {
-                    let entry = m.entry(root).or_insert(Root { gateway: None, stats: None });
+                    let entry = m.entry(root).or_insert(Root { gateway: None, stats: None, usage: None });
+                    // Every usage metric of this configuration, defined once here.
+                    entry.usage = Some(Rc::new(Usage::define(&gw)));
                     entry.gateway = Some(Rc::new(gw));
                     if entry.stats.is_none() {
                         entry.stats = Some(Stats::define());
@@ -209,6 +292,23 @@ impl Store for SharedData {
     }
 }
 
+/// What local endpoints (portal, admin) read from the host: shared data, which they only
+/// read, and metrics.
+struct LocalAbi<'u> {
+    store: SharedData,
+    usage: Option<&'u Usage>,
+}
+
+impl crate::local::LocalHost for LocalAbi<'_> {
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+
+    fn metric(&mut self, slot: u32, index: usize) -> Option<u64> {
+        abi::get_metric(self.usage?.id(slot, index)?)
+    }
+}
+
 fn send_reply(r: &crate::Reply) {
     let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(r.headers.len() + 1);
     headers.push((b"content-type", r.content_type.as_bytes()));
@@ -237,13 +337,37 @@ fn on_request_headers(st: &mut Stream) -> u32 {
         // Test builds only: a Wasm runtime error, to exercise Envoy's failure_policy.
         core::arch::wasm32::unreachable();
     }
-    let Admission { outcome, events } = admit(&gw, &req, abi::now_ms(), &mut Downstream, &mut SharedData);
+    // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
+    // any in the configuration this is the one check the request pays.
+    // One clock reading: the decision's time and the start of the call's apiTime.
+    let now_ns = abi::now_ns();
+    let now_ms = now_ns / 1_000_000;
+    if crate::local::any(&gw) {
+        if let Some(r) = crate::local::serve(&gw, &req, now_ms, &mut LocalAbi { store: SharedData, usage: st.usage.as_deref() }) {
+            send_reply(&r);
+            return PAUSE;
+        }
+    }
+    let Admission { outcome, events } = admit(&gw, &req, now_ms, &mut Downstream, &mut SharedData);
     if let Some(s) = &st.stats {
         s.count(&events);
     }
+    st.measure = events.usage.map(|slot| Measure {
+        slot,
+        start_ns: now_ns,
+        response_ns: None,
+        status: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        upstream: false,
+    });
     match outcome {
         Outcome::Reply(r) => {
-            send_reply(&r);
+            // The access log's record of a refusal: what it was matched to.
+            for (name, value) in export::refused(&gw, &events.matched, gw.settings.export_metadata) {
+                abi::set_property(name, value.as_bytes());
+            }
+            reply(st, &r);
             PAUSE
         }
         Outcome::PassThrough { strip } => {
@@ -258,8 +382,11 @@ fn on_request_headers(st: &mut Stream) -> u32 {
             fwd.upstream_headers(&gw, &req, &mut upstream);
             if !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
                 // Never forward a request whose key and credentials were not rewritten.
-                send_reply(&crate::reply::internal_error());
+                reply(st, &crate::reply::internal_error());
                 return PAUSE;
+            }
+            if let Some(m) = st.measure.as_mut() {
+                m.upstream = true;
             }
             for (name, value) in export::properties(gw.settings.export_metadata, &fwd.identity) {
                 abi::set_property(name, value.as_bytes());
@@ -273,22 +400,44 @@ fn on_request_headers(st: &mut Stream) -> u32 {
     }
 }
 
+/// A response's `:status` (three ASCII digits).
+fn parse_status(v: &[u8]) -> Option<u16> {
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Sends mlgate's own reply; a measured call takes its status and body size from it.
+fn reply(st: &mut Stream, r: &crate::Reply) {
+    send_reply(r);
+    if let Some(m) = st.measure.as_mut() {
+        m.status = r.status;
+        m.response_bytes = r.body.len() as u64;
+    }
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
-    add_body(id, size);
+    add_body(id, size, false);
     CONTINUE
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
-    add_body(id, size);
+    add_body(id, size, true);
     CONTINUE
 }
 
-fn add_body(id: u32, size: usize) {
+fn add_body(id: u32, size: usize, response: bool) {
     with_stream(id, |st| {
         if st.bandwidth_of.is_some() {
             st.body_bytes = st.body_bytes.saturating_add(size as u64);
+        }
+        if let Some(m) = st.measure.as_mut() {
+            // A reply of mlgate's own was counted whole when it was sent.
+            if !response {
+                m.request_bytes = m.request_bytes.saturating_add(size as u64);
+            } else if m.upstream {
+                m.response_bytes = m.response_bytes.saturating_add(size as u64);
+            }
         }
     });
 }
@@ -296,6 +445,11 @@ fn add_body(id: u32, size: usize) {
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
     with_stream(id, |st| {
+        if let Some(m) = st.measure.as_mut().filter(|m| m.upstream) {
+            // The backend answered (or Envoy did for it): serviceTime ends, the status is set.
+            m.response_ns = Some(abi::now_ns());
+            m.status = abi::header_value(abi::RESPONSE_HEADERS, ":status").as_deref().and_then(parse_status).unwrap_or(0);
+        }
         for (k, v) in std::mem::take(&mut st.response_headers) {
             abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
         }
@@ -306,11 +460,25 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_st
 #[no_mangle]
 pub extern "C" fn proxy_on_log(id: u32) {
     with_stream(id, |st| {
-        let (Some(sub), Some(gw)) = (st.bandwidth_of.take(), st.gateway.as_ref()) else { return };
+        let Some(gw) = st.gateway.clone() else { return };
+        // One clock reading for the end of the call and its bandwidth.
+        let now_ns = abi::now_ns();
+        if let (Some(m), Some(u)) = (st.measure.take(), st.usage.as_ref()) {
+            let call = Call {
+                slot: m.slot,
+                status: m.status,
+                request_bytes: m.request_bytes,
+                response_bytes: m.response_bytes,
+                api_time_us: now_ns.saturating_sub(m.start_ns) / 1000,
+                service_time_us: m.response_ns.map(|t| t.saturating_sub(m.start_ns) / 1000),
+            };
+            u.record(&gw, &call);
+        }
+        let Some(sub) = st.bandwidth_of.take() else { return };
         if st.body_bytes == 0 {
             return;
         }
-        let events = record_bandwidth(gw, sub, st.body_bytes, abi::now_ms(), &mut SharedData);
+        let events = record_bandwidth(&gw, sub, st.body_bytes, now_ns / 1_000_000, &mut SharedData);
         if let Some(s) = &st.stats {
             s.count(&events);
         }
