@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlgate_harness as mh
+from mlgate_harness.native import STATS_PREFIX, native_env, native_filter
 from mlgate_harness import WASM, free_port  # free_port: deploytools imports it from here
 
 
@@ -117,6 +118,11 @@ def header_values(req: dict, name: str) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Envoy
 # --------------------------------------------------------------------------------------------
+# The form of mlgate an Envoy runs unless told otherwise: "wasm" (mlgate.wasm in Envoy's Wasm
+# filter) or "native" (libmlgate.so, the dynamic module of native/). conftest's `form` fixture
+# sets it for the test modules marked `forms(...)`, so one suite runs against both.
+FORM = "wasm"
+
 ACCESS_LOG_FORMAT = (
     "id=%REQ(X-TEST-ID)% meta=%FILTER_STATE(wasm.mlgate:PLAIN)% api=%FILTER_STATE(wasm.mlgate.api:PLAIN)% op=%FILTER_STATE(wasm.mlgate.operation:PLAIN)% "
     "sub=%FILTER_STATE(wasm.mlgate.subscription:PLAIN)% product=%FILTER_STATE(wasm.mlgate.product:PLAIN)% "
@@ -125,12 +131,17 @@ ACCESS_LOG_FORMAT = (
 
 
 def listener(listen: int, plugin_config: dict | str, access_log: str,
-             env: dict[str, str] | None = None, wasm: Path = WASM, failure_policy: str = mh.FAILURE_POLICY) -> dict:
+             env: dict[str, str] | None = None, wasm: Path = WASM, failure_policy: str = mh.FAILURE_POLICY,
+             form: str | None = None, module: str = "mlgate") -> dict:
     """The gateway listener: mlgate (its plugin configuration as given) in front of the
-    `azureml` cluster, every request in the access log with ACCESS_LOG_FORMAT."""
+    `azureml` cluster, every request in the access log with ACCESS_LOG_FORMAT. `form` "native":
+    the dynamic module `module` (libmodule.so) with the same configuration, instead of `wasm`."""
     cfg = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
-    lst = mh.listener("gateway", listen,
-                      [mh.wasm_filter(wasm, cfg, vm_id="mlgate", env_keys=sorted(env or {}), failure_policy=failure_policy)],
+    if (form or FORM) == "native":
+        mlgate = native_filter(cfg, module)
+    else:
+        mlgate = mh.wasm_filter(wasm, cfg, vm_id="mlgate", env_keys=sorted(env or {}), failure_policy=failure_policy)
+    lst = mh.listener("gateway", listen, [mlgate],
                       mh.prefix_route("azureml", timeout="30s"),
                       access_log=[mh.file_access_log(access_log, ACCESS_LOG_FORMAT)])
     return {"@type": "type.googleapis.com/envoy.config.listener.v3.Listener", **lst}
@@ -144,10 +155,16 @@ def bootstrap(admin: int, upstream: int, listeners: list[dict] | None, lds_path:
 class Envoy:
     def __init__(self, plugin_config: dict | str, upstream: int, concurrency: int = 2,
                  env: dict[str, str] | None = None, wait: bool = True, dynamic: bool = False,
-                 wasm: Path = WASM, failure_policy: str = mh.FAILURE_POLICY):
+                 wasm: Path = WASM, failure_policy: str = mh.FAILURE_POLICY, form: str | None = None,
+                 module: str = "mlgate"):
         """dynamic=True serves the listener over LDS from a file, so `reconfigure` can swap the
         plugin configuration in a running Envoy (the Wasm VM and its shared data are kept).
-        `wasm` and `failure_policy` choose the module and Envoy's Wasm failure policy."""
+        `wasm` and `failure_policy` choose the module and Envoy's Wasm failure policy.
+        `form`: "wasm" or "native" (default: FORM); `module`: the native module's name."""
+        self.form = form or FORM
+        self.module = module
+        if self.form == "native":
+            env = {**(env or {}), **native_env()}
         self.dir = tempfile.mkdtemp(prefix="mlgate-e2e-")
         self.port = free_port()
         self.admin = free_port()
@@ -172,7 +189,8 @@ class Envoy:
         return os.path.join(self.dir, "envoy.json")
 
     def listener(self, plugin_config) -> dict:
-        return listener(self.port, plugin_config, self.access_log, self.env, self.wasm, self.failure_policy)
+        return listener(self.port, plugin_config, self.access_log, self.env, self.wasm, self.failure_policy,
+                        self.form, self.module)
 
     def write_config(self, plugin_config):
         lst = self.listener(plugin_config)
@@ -238,6 +256,10 @@ class Envoy:
         return c.getresponse().read().decode()
 
     def stat(self, name: str) -> int | None:
+        """A stat's value. mlgate's metrics have the same names in both forms; Envoy prefixes
+        them `wasmcustom.` (Wasm) or `dynamicmodulescustom.` (native): ask with the first."""
+        if self.form == "native" and name.startswith("wasmcustom."):
+            name = STATS_PREFIX + name.removeprefix("wasmcustom.")
         for line in self.admin_get(f"/stats?filter={urllib.parse.quote(name)}").splitlines():
             k, _, v = line.partition(": ")
             if k == name:

@@ -7,6 +7,9 @@ import pytest
 
 from harness import Envoy, header_values
 
+# Both forms of mlgate (the .wasm and the native module) pass the same suite.
+pytestmark = pytest.mark.forms("wasm", "native")
+
 MISSING = ("Access denied due to missing subscription key. Make sure to include subscription key "
            "when making requests to an API.")
 INVALID = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
@@ -52,7 +55,7 @@ ENV = {"AML_KEY_WS1": "ws1-svc1-aml-key"}
 
 
 @pytest.fixture(scope="module")
-def gw():
+def gw(form):
     from harness import Recorder
     up = Recorder()
     e = Envoy(CONFIG, up.port, concurrency=2, env=ENV)

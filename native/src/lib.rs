@@ -1,0 +1,610 @@
+//! mlgate-native: the mlgate core as an Envoy dynamic module, the native sibling of the
+//! proxy-wasm host (`src/host/`). Each hook reads what Envoy offers, calls the same
+//! [`mlgate::admit`], and applies the [`Outcome`]; there is no second copy of any policy.
+//!
+//! Envoy 1.40 loads it with
+//! ```yaml
+//! - name: mlgate
+//!   typed_config:
+//!     "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+//!     dynamic_module_config: {name: mlgate, do_not_close: true}
+//!     filter_name: mlgate
+//!     filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: "<the JSON>"}
+//! ```
+//! finding `libmlgate.so` on `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`. Envoy hands `filter_config`'s
+//! string to [`envoy_dynamic_module_on_http_filter_config_new`] as the bytes of the JSON, the
+//! same configuration the Wasm plugin takes.
+//!
+//! **Naming.** The package is `mlgate-native`, its library `mlgate_native`, built with the
+//! workspace profile `native` (`panic = "unwind"`, which a per-package profile cannot set) into
+//! `target/native/libmlgate_native.so`; `make native` copies that to `target/release/libmlgate.so`,
+//! the name Envoy looks up. Naming the library `mlgate` instead would collide: the core crate is
+//! itself a cdylib (for its `.wasm`), so any native build of the core (`cargo test --workspace`,
+//! `cargo bench`) writes its own, hook-less `libmlgate.so` into the same target directory. So
+//! the file Envoy loads is only ever written by the copy.
+//!
+//! **The ABI** ([`abi`]) is declared by hand, only the callbacks used, each checked against the
+//! 1.40 binary and by an e2e test (see `abi.rs`). [`envoy_dynamic_module_on_program_init`]
+//! returns `v0.2.0`, the ABI 1.40 implements.
+//!
+//! **No panic crosses the FFI boundary.** Every hook runs under `catch_unwind`: a panic on the
+//! request path answers 503 and never forwards (the request was not judged, so no
+//! `failure_mode` can let it through), a panic elsewhere is logged, counted
+//! (`mlgate.panics`) and contained. The `native` profile unwinds, so this holds in release.
+//!
+//! **Counts** live in [`store::ProcessStore`], one table in the Envoy process shared by every
+//! worker, behind the core's [`Store`] protocol: the same limit code, record format and
+//! compare-and-swap loop as the Wasm form, exact across workers.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod abi;
+mod edits;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+use abi::{ConfigCtx, Filter};
+use mlgate::{admit, export, record_bandwidth, Admission, Connection, Event, Events, Gateway, Outcome, ProcessEnv, Reply, Request};
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Once};
+use store::ProcessStore;
+
+/// The ABI version Envoy 1.40 implements; Envoy logs whether it matched its own.
+pub const ABI_VERSION: &CStr = c"v0.2.0";
+/// The Envoy release this module is built and tested against (the Makefile pins the same).
+pub const ENVOY_VERSION: &str = "1.40.0";
+
+/// Envoy stat ids of mlgate's metrics, one per core event (the names of the Wasm form).
+struct Stats {
+    by_event: [Option<usize>; Event::ALL.len()],
+    /// Both quota kinds also count here.
+    quota_exceeded: Option<usize>,
+    /// Native only: panics caught at the FFI boundary.
+    panics: Option<usize>,
+}
+
+fn event_metric(e: Event) -> (&'static str, bool) {
+    match e {
+        Event::MissingKey => ("mlgate.missing_key", false),
+        Event::InvalidKey => ("mlgate.invalid_key", false),
+        Event::NotFound => ("mlgate.not_found", false),
+        Event::RateLimited => ("mlgate.rate_limited", false),
+        Event::QuotaCalls => ("mlgate.quota_calls_exceeded", false),
+        Event::QuotaBandwidth => ("mlgate.quota_bandwidth_exceeded", false),
+        Event::StoreFailure => ("mlgate.shared_data_failures", false),
+        Event::FailureModeAllowed => ("mlgate.failure_mode_allowed", false),
+        Event::CounterSlotShared => ("mlgate.counter_slot_shared", false),
+        Event::StoreKeysCreated => ("mlgate.shared_data_keys", true),
+    }
+}
+
+impl Stats {
+    fn define(ctx: &ConfigCtx) -> Stats {
+        let mut by_event = [None; Event::ALL.len()];
+        for (slot, e) in by_event.iter_mut().zip(Event::ALL) {
+            let (name, gauge) = event_metric(e);
+            *slot = ctx.define_metric(name, gauge);
+        }
+        Stats {
+            by_event,
+            quota_exceeded: ctx.define_metric("mlgate.quota_exceeded", false),
+            panics: ctx.define_metric("mlgate.panics", false),
+        }
+    }
+
+    fn count(&self, f: &Filter, events: &Events) {
+        for (e, n) in events.iter() {
+            if let Some(id) = self.by_event.get(e as usize).copied().flatten() {
+                f.increment_metric(id, event_metric(e).1, u64::from(n));
+            }
+            if matches!(e, Event::QuotaCalls | Event::QuotaBandwidth) {
+                if let Some(id) = self.quota_exceeded {
+                    f.increment_metric(id, false, u64::from(n));
+                }
+            }
+        }
+    }
+}
+
+/// A filter configuration (one per `filter_config`), shared by every worker's streams.
+struct Config {
+    gateway: Gateway,
+    stats: Stats,
+}
+
+/// One HTTP stream.
+struct Stream {
+    config: Arc<Config>,
+    /// Set for an admitted request whose body bytes count against a bandwidth quota.
+    bandwidth_of: Option<u32>,
+    body_bytes: u64,
+    response_headers: Vec<(String, String)>,
+    /// A local reply was sent (never send a second one, even after a panic).
+    replied: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Runs a hook body; a panic is caught here, at the FFI boundary, and becomes `fallback`.
+fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
+}
+
+/// The stream behind a module pointer.
+///
+/// # Safety
+/// `ptr` is a pointer [`envoy_dynamic_module_on_http_filter_new`] returned and Envoy has not
+/// destroyed yet; Envoy calls one filter's hooks on one worker thread, one at a time, so this
+/// is the only reference while the hook runs.
+unsafe fn stream<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
+    // SAFETY: per the contract above; null (never returned by filter_new) is `None`.
+    unsafe { ptr.cast_mut().cast::<Stream>().as_mut() }
+}
+
+// ---- program and configuration -------------------------------------------------------------
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    guard(std::ptr::null(), || {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            // Our own copy of std's panic hook: say what happened in Envoy's log (the hook
+            // that caught it answers the request).
+            std::panic::set_hook(Box::new(|info| {
+                abi::log(abi::LOG_ERROR, &format!("mlgate: panic caught at the dynamic-module boundary: {info}"));
+            }));
+        });
+        abi::log(
+            abi::LOG_INFO,
+            &format!(
+                "mlgate-native {}: built and tested for Envoy {ENVOY_VERSION} (dynamic-module ABI {}). The ABI does not \
+                 tell a module Envoy's version: if Envoy did not log \"ABI version {} matched\" just above, this Envoy \
+                 is not the pinned release and signatures may differ (undefined behaviour): use Envoy {ENVOY_VERSION}",
+                env!("CARGO_PKG_VERSION"),
+                ABI_VERSION.to_string_lossy(),
+                ABI_VERSION.to_string_lossy(),
+            ),
+        );
+        ABI_VERSION.as_ptr()
+    })
+}
+
+/// # Safety
+/// Envoy calls this on the main thread with its config pointer and two buffers valid for the call (abi.h).
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: abi::ConfigEnvoy,
+    name: abi::Buffer,
+    config: abi::Buffer,
+) -> *const c_void {
+    guard(std::ptr::null(), || {
+        // SAFETY: Envoy's name and config buffers are valid for the duration of this hook.
+        let (name, json) = unsafe { (name.bytes(), config.bytes()) };
+        if name != b"mlgate" {
+            abi::log(abi::LOG_ERROR, "invalid mlgate configuration: filter_name: must be \"mlgate\"");
+            return std::ptr::null();
+        }
+        let started = std::time::Instant::now();
+        match Gateway::from_json(json, &ProcessEnv) {
+            Ok(gateway) => {
+                // SAFETY: the config pointer of this running config_new, used only within it.
+                let ctx = unsafe { ConfigCtx::new(config_envoy) };
+                let stats = Stats::define(&ctx);
+                abi::log(
+                    abi::LOG_INFO,
+                    &format!(
+                        "mlgate configured: {} APIs, {} products, {} subscriptions in {} ms; {} limit keys in the process table",
+                        gateway.apis.len(),
+                        gateway.products.len(),
+                        gateway.subscriptions.len(),
+                        started.elapsed().as_millis(),
+                        store::len()
+                    ),
+                );
+                Arc::into_raw(Arc::new(Config { gateway, stats })).cast::<c_void>()
+            }
+            Err(e) => {
+                // One line naming the field; never a value.
+                abi::log(abi::LOG_ERROR, &e.to_string());
+                std::ptr::null()
+            }
+        }
+    })
+}
+
+/// # Safety
+/// `config_module` is a pointer `on_http_filter_config_new` returned, destroyed once (abi.h).
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config_module: *const c_void) {
+    guard((), || {
+        if !config_module.is_null() {
+            // SAFETY: the pointer config_new returned from `Arc::into_raw`; Envoy destroys a
+            // config once, after every filter created from it (each holds its own `Arc`).
+            drop(unsafe { Arc::from_raw(config_module.cast::<Config>()) });
+        }
+    })
+}
+
+/// # Safety
+/// `config_module` is a live pointer `on_http_filter_config_new` returned (abi.h).
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config_module: *const c_void,
+    _filter_envoy: abi::FilterEnvoy,
+) -> *const c_void {
+    guard(std::ptr::null(), || {
+        let ptr = config_module.cast::<Config>();
+        if ptr.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: config_new's `Arc::into_raw` pointer, alive until config_destroy, which Envoy
+        // calls only after every filter of this config is gone; we take one more reference.
+        let config = unsafe {
+            Arc::increment_strong_count(ptr);
+            Arc::from_raw(ptr)
+        };
+        let st = Stream { config, bandwidth_of: None, body_bytes: 0, response_headers: Vec::new(), replied: false };
+        Box::into_raw(Box::new(st)).cast_const().cast::<c_void>()
+    })
+}
+
+/// # Safety
+/// `filter_module` is a pointer `on_http_filter_new` returned, destroyed once after its last hook (abi.h).
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter_module: *const c_void) {
+    guard((), || {
+        if !filter_module.is_null() {
+            // SAFETY: filter_new's `Box::into_raw` pointer; Envoy destroys each filter once,
+            // after its last hook.
+            drop(unsafe { Box::from_raw(filter_module.cast_mut().cast::<Stream>()) });
+        }
+    })
+}
+
+// ---- the request -------------------------------------------------------------------------------
+
+/// The downstream connection, asked lazily (each answer is one callback).
+struct Downstream<'f>(&'f Filter);
+
+impl Connection for Downstream<'_> {
+    fn address(&mut self) -> Option<Vec<u8>> {
+        // `source.address` is `ip:port` or `[v6]:port`, as Envoy established it.
+        let mut a = self.0.attribute_string(abi::ATTR_SOURCE_ADDRESS)?;
+        if let Some(i) = a.iter().rposition(|&b| b == b':') {
+            if a.get(i + 1..).is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit)) {
+                a.truncate(i);
+            }
+        }
+        a.retain(|&b| b != b'[' && b != b']');
+        Some(a)
+    }
+
+    fn is_tls(&mut self) -> bool {
+        self.0.attribute_string(abi::ATTR_CONNECTION_TLS_VERSION).is_some_and(|v| !v.is_empty())
+    }
+}
+
+fn send_reply(f: &mut Filter, st: &mut Stream, r: &Reply) {
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(r.headers.len() + 1);
+    headers.push((b"content-type", r.content_type.as_bytes()));
+    headers.extend(r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    st.replied = true;
+    f.send_response(r.status, &headers, r.body.as_bytes(), "mlgate");
+}
+
+/// When the gateway could not judge or rewrite a request: never forward it.
+fn internal_error() -> Reply {
+    Reply::json(500, "Internal server error")
+}
+
+/// A panic on the request path: the request was not judged, so it is refused whatever
+/// `failure_mode` says (that setting waives the limits, never the key check or the rewrite).
+fn panic_reply() -> Reply {
+    Reply::json(503, "Service unavailable")
+}
+
+/// What the request hook decided while Envoy's header buffers were borrowed; applied after.
+enum Plan<'g> {
+    Reply(Reply),
+    Strip([Option<&'g str>; 2]),
+    Forward {
+        edits: Vec<edits::Edit>,
+        exports: Vec<(&'static str, String)>,
+        response_headers: Vec<(String, String)>,
+        bandwidth_of: Option<u32>,
+    },
+}
+
+/// # Safety
+/// Envoy passes the stream's filter pointer and the module pointer `on_http_filter_new` returned; one hook of a filter runs at a time, on its worker (abi.h).
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    let caught = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: this hook's filter and stream pointers (see `Filter::new`, `stream`).
+        let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        let Some(st) = st else { return abi::STOP_ITERATION };
+        on_request_headers(&mut f, st)
+    }));
+    caught.unwrap_or_else(|_| {
+        // The panic is caught; answer 503 unless a reply already went out. A second panic
+        // here is caught too, and the stream is left stopped (Envoy's timeouts end it).
+        guard(abi::STOP_ITERATION, || {
+            // SAFETY: as above; the closure that panicked has dropped its references.
+            let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+            if let Some(st) = st {
+                if let Some(id) = st.config.stats.panics {
+                    f.increment_metric(id, false, 1);
+                }
+                if !st.replied {
+                    send_reply(&mut f, st, &panic_reply());
+                }
+            }
+            abi::STOP_ITERATION
+        })
+    })
+}
+
+fn on_request_headers(f: &mut Filter, st: &mut Stream) -> u32 {
+    let config = Arc::clone(&st.config);
+    let gw = &config.gateway;
+    let plan = {
+        let Some(headers) = f.headers(abi::REQUEST_HEADER) else {
+            send_reply(f, st, &internal_error());
+            return abi::STOP_ITERATION;
+        };
+        let req = Request::from_headers(&headers);
+        #[cfg(any(test, feature = "fault-injection"))]
+        if req.header(b"x-mlgate-fault") == Some(b"panic") {
+            // Test builds only: a panic inside the hook, to see it caught at the boundary.
+            #[allow(clippy::panic)]
+            {
+                panic!("x-mlgate-fault: panic");
+            }
+        }
+        let Admission { outcome, events } = admit(gw, &req, now_ms(), &mut Downstream(f), &mut ProcessStore);
+        config.stats.count(f, &events);
+        match outcome {
+            Outcome::Reply(r) => Plan::Reply(r),
+            Outcome::PassThrough { strip } => Plan::Strip(strip),
+            Outcome::Forward(fwd) => {
+                let mut upstream = Vec::with_capacity(headers.len() + 3);
+                fwd.upstream_headers(gw, &req, &mut upstream);
+                Plan::Forward {
+                    edits: edits::diff(&headers, &upstream),
+                    exports: export::properties(gw.settings.export_metadata, &fwd.identity),
+                    response_headers: fwd.response_headers(gw),
+                    bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index),
+                }
+            }
+        }
+    };
+    // Envoy's header buffers are no longer borrowed: the map may change from here on.
+    match plan {
+        Plan::Reply(r) => {
+            send_reply(f, st, &r);
+            abi::STOP_ITERATION
+        }
+        Plan::Strip(strip) => {
+            for name in strip.iter().flatten() {
+                f.set_header(abi::REQUEST_HEADER, name.as_bytes(), None);
+            }
+            abi::CONTINUE
+        }
+        Plan::Forward { edits, exports, response_headers, bandwidth_of } => {
+            let mut ok = true;
+            for e in &edits {
+                let mut values = e.values.iter();
+                ok &= f.set_header(abi::REQUEST_HEADER, &e.name, values.next().map(Vec::as_slice));
+                for v in values {
+                    ok &= f.add_header(abi::REQUEST_HEADER, &e.name, v);
+                }
+            }
+            if !ok {
+                // Never forward a request whose key and credentials were not rewritten.
+                send_reply(f, st, &internal_error());
+                return abi::STOP_ITERATION;
+            }
+            // The route is chosen again for the rewritten :authority and :path (as the Wasm
+            // host's header edits make Envoy do).
+            f.clear_route_cache();
+            for (name, value) in &exports {
+                // The Wasm form's property names (`wasm.mlgate`, ...), so access-log formats
+                // and later filters read the match the same way with either form.
+                let mut key = String::with_capacity(5 + name.len());
+                key.push_str("wasm.");
+                key.push_str(name);
+                f.set_filter_state(&key, value.as_bytes());
+            }
+            st.response_headers = response_headers;
+            st.bandwidth_of = bandwidth_of;
+            abi::CONTINUE
+        }
+    }
+}
+
+// ---- body, response, end of stream -------------------------------------------------------------
+
+fn add_body(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void, body_type: u32) {
+    guard((), || {
+        // SAFETY: this hook's filter and stream pointers.
+        let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        if let Some(st) = st {
+            if st.bandwidth_of.is_some() {
+                st.body_bytes = st.body_bytes.saturating_add(f.body_size(body_type) as u64);
+            }
+        }
+    })
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    add_body(filter_envoy, filter_module, abi::RECEIVED_REQUEST_BODY);
+    abi::CONTINUE
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    add_body(filter_envoy, filter_module, abi::RECEIVED_RESPONSE_BODY);
+    abi::CONTINUE
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    guard(abi::CONTINUE, || {
+        // SAFETY: this hook's filter and stream pointers.
+        let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        if let Some(st) = st {
+            for (k, v) in std::mem::take(&mut st.response_headers) {
+                f.add_header(abi::RESPONSE_HEADER, k.as_bytes(), v.as_bytes());
+            }
+        }
+        abi::CONTINUE
+    })
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void) {
+    guard((), || {
+        // SAFETY: this hook's filter and stream pointers.
+        let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        let Some(st) = st else { return };
+        let Some(sub) = st.bandwidth_of.take() else { return };
+        if st.body_bytes == 0 {
+            return;
+        }
+        let events = record_bandwidth(&st.config.gateway, sub, st.body_bytes, now_ms(), &mut ProcessStore);
+        st.config.stats.count(&f, &events);
+    })
+}
+
+// ---- hooks mlgate has no work in (Envoy 1.40 refuses a module that lacks any of them) ---------
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+) -> u32 {
+    abi::CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+) -> u32 {
+    abi::CONTINUE
+}
+
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *mut abi::Header,
+    _headers_size: usize,
+    _body_chunks: *mut abi::Buffer,
+    _body_chunks_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _stream_id: u64,
+    _headers: *mut abi::Header,
+    _headers_size: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _stream_id: u64,
+    _data: *const abi::Buffer,
+    _data_count: usize,
+    _end_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _stream_id: u64,
+    _trailers: *mut abi::Header,
+    _trailers_size: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _stream_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _stream_id: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+    _event_id: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter_envoy: abi::FilterEnvoy,
+    _filter_module: *const c_void,
+) {
+}
