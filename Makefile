@@ -135,3 +135,57 @@ deploy-deps: $(VENV)/.ok
 
 deps: deploy-deps
 test-e2e: oci cli
+
+# --- the native form (issue 14): mlgate as an Envoy dynamic module ---------------------------------
+# Built with the `native` profile (panic = unwind: every hook catches a panic at the FFI boundary)
+# into target/native/, then copied (cp + mv: a running Envoy keeps its mapped copy) to the name
+# Envoy looks up for `dynamic_module_config: {name: mlgate}`. See native/src/lib.rs for why the
+# library is not itself called `mlgate`.
+NATIVE_SO       := target/release/libmlgate.so
+NATIVE_FAULT_SO := target/release/libmlgate_fault.so
+.PHONY: native native-fault
+export MLGATE_FORM
+
+native:
+	cargo build --profile native -p mlgate-native
+	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_SO).tmp && mv $(NATIVE_SO).tmp $(NATIVE_SO)
+
+# The same module with `fault-injection` (`x-mlgate-fault: panic` panics in the request hook), for
+# the e2e tests only, loaded as `mlgate_fault`. Never shipped. Built before `native`, which then
+# re-links the shipped module.
+native-fault:
+	cargo build --profile native -p mlgate-native --features fault-injection
+	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
+
+test-e2e: native-fault native
+run: native
+bench: native
+
+# --- developer portal (issue 11) ---------------------------------------------------------------
+# The portal's script and style sheet are embedded gzip-compressed: each .gz next to its source
+# is committed and remade here when the source changes (a unit test checks they match).
+PORTAL_GZ := src/portal/assets/portal.js.gz src/portal/assets/portal.css.gz
+.PHONY: portal-assets browser-deps portal-deps
+
+portal-assets: $(PORTAL_GZ)
+
+src/portal/assets/%.gz: src/portal/assets/%
+	gzip -9nc $< > $@.tmp && mv $@.tmp $@
+
+build build-fault: portal-assets
+
+# A real browser for the portal's test (and the usage dashboard's): Debian's chromium, driven by
+# Playwright from PyPI (its driver ships in the wheel; tests launch /usr/bin/chromium, no browser
+# is ever downloaded).
+PLAYWRIGHT_VERSION := 1.65.2
+browser-deps: $(VENV)/.ok
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
+	@$(PY) -c 'import importlib.metadata as m; assert m.version("playwright") == "$(PLAYWRIGHT_VERSION)"' 2>/dev/null || \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check playwright==$(PLAYWRIGHT_VERSION)
+
+# The OpenAPI export's e2e test: the document through a validator, real traffic against it.
+portal-deps: $(VENV)/.ok
+	@$(PY) -c 'import importlib.metadata as m; assert m.version("openapi-core") == "0.23.1" and m.version("openapi-spec-validator") == "0.8.5"' 2>/dev/null || \
+	  $(VENV)/bin/pip install -q --disable-pip-version-check openapi-core==0.23.1 openapi-spec-validator==0.8.5
+
+test-e2e: browser-deps portal-deps

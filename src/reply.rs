@@ -16,6 +16,9 @@ pub struct Reply {
     pub content_type: &'static str,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// A gzip-compressed body embedded in the `.wasm` (the portal's script and style sheet),
+    /// sent instead of `body` with `content-encoding: gzip`.
+    pub gzip_body: Option<&'static [u8]>,
 }
 
 impl Reply {
@@ -33,7 +36,7 @@ impl Reply {
             }
         }
         body.push_str("\" }");
-        Reply { status, content_type: "application/json", headers: Vec::new(), body }
+        Reply { status, content_type: "application/json", headers: Vec::new(), body, gzip_body: None }
     }
 
     pub fn with_header(mut self, name: &str, value: String) -> Reply {

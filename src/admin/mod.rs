@@ -90,8 +90,11 @@ pub fn serve(gw: &Gateway, admin: &Admin, req: &Request<'_>, now_ms: u64, host: 
     }
     match sub {
         // The page's relative URLs need the trailing slash.
-        b"" => secure(Reply { status: 308, content_type: "text/plain; charset=utf-8", headers: Vec::new(), body: String::new() }, false)
-            .with_header("location", format!("{}/", admin.path)),
+        b"" => secure(
+            Reply { status: 308, content_type: "text/plain; charset=utf-8", headers: Vec::new(), body: String::new(), gzip_body: None },
+            false,
+        )
+        .with_header("location", format!("{}/", admin.path)),
         b"/" | b"/index.html" => secure(asset("text/html; charset=utf-8", PAGE), false),
         b"/dashboard.js" => secure(asset("text/javascript; charset=utf-8", SCRIPT), false),
         b"/dashboard.css" => secure(asset("text/css; charset=utf-8", STYLE), false),
@@ -114,11 +117,11 @@ pub fn serve(gw: &Gateway, admin: &Admin, req: &Request<'_>, now_ms: u64, host: 
 }
 
 fn asset(content_type: &'static str, body: &str) -> Reply {
-    Reply { status: 200, content_type, headers: Vec::new(), body: body.to_string() }
+    Reply { status: 200, content_type, headers: Vec::new(), body: body.to_string(), gzip_body: None }
 }
 
 fn json(body: String) -> Reply {
-    Reply { status: 200, content_type: "application/json; charset=utf-8", headers: Vec::new(), body }
+    Reply { status: 200, content_type: "application/json; charset=utf-8", headers: Vec::new(), body, gzip_body: None }
 }
 
 /// APIM's management API error shape: `{"error": {"code": …, "message": …}}`.
@@ -128,7 +131,7 @@ fn error(status: u16, code: &str, message: &str) -> Reply {
     body.push_str(",\"message\":");
     push_str(&mut body, message);
     body.push_str("}}");
-    Reply { status, content_type: "application/json; charset=utf-8", headers: Vec::new(), body }
+    Reply { status, content_type: "application/json; charset=utf-8", headers: Vec::new(), body, gzip_body: None }
 }
 
 fn unauthorized() -> Reply {

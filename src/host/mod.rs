@@ -313,6 +313,11 @@ fn send_reply(r: &crate::Reply) {
     let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(r.headers.len() + 1);
     headers.push((b"content-type", r.content_type.as_bytes()));
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    if let Some(gz) = r.gzip_body {
+        headers.push((b"content-encoding", b"gzip"));
+        abi::send_local_response(r.status, &headers, gz);
+        return;
+    }
     abi::send_local_response(r.status, &headers, r.body.as_bytes());
 }
 

@@ -75,7 +75,19 @@ fn document(api: &Api, origin: Option<&str>) -> String {
     }
     j.end_obj();
     j.end_obj();
-    j.key("security").arr().obj().key("apiKeyHeader").arr().end_arr().end_obj().obj().key("apiKeyQuery").arr().end_arr().end_obj().end_arr();
+    j.key("security")
+        .arr()
+        .obj()
+        .key("apiKeyHeader")
+        .arr()
+        .end_arr()
+        .end_obj()
+        .obj()
+        .key("apiKeyQuery")
+        .arr()
+        .end_arr()
+        .end_obj()
+        .end_arr();
     j.end_obj();
     j.finish()
 }
@@ -159,22 +171,34 @@ fn operation(j: &mut Json, api: &Api, op: &Operation, t: &Template) {
         }
     }
     let either = api.azureml_studio;
-    gateway_response(j, "401", "Access denied: the subscription key is missing or invalid, or its subscription is not active.", either, &[
-        ("missingKey", crate::reply::MISSING_KEY),
-        ("invalidKey", crate::reply::INVALID_KEY),
-    ]);
-    gateway_response(j, "403", "A quota of the subscription's product is used up until its period renews.", false, &[(
-        "callQuota",
-        "Out of call volume quota. Quota will be replenished in 00:59:59.",
-    )]);
-    gateway_response(j, "404", "No operation matches the path, method and required query parameters.", either, &[(
-        "notFound",
-        crate::reply::NOT_FOUND,
-    )]);
-    gateway_response(j, "429", "A rate limit is exceeded; Retry-After says when to try again.", false, &[(
-        "rateLimit",
-        "Rate limit is exceeded. Try again in 42 seconds.",
-    )]);
+    gateway_response(
+        j,
+        "401",
+        "Access denied: the subscription key is missing or invalid, or its subscription is not active.",
+        either,
+        &[("missingKey", crate::reply::MISSING_KEY), ("invalidKey", crate::reply::INVALID_KEY)],
+    );
+    gateway_response(
+        j,
+        "403",
+        "A quota of the subscription's product is used up until its period renews.",
+        false,
+        &[("callQuota", "Out of call volume quota. Quota will be replenished in 00:59:59.")],
+    );
+    gateway_response(
+        j,
+        "404",
+        "No operation matches the path, method and required query parameters.",
+        either,
+        &[("notFound", crate::reply::NOT_FOUND)],
+    );
+    gateway_response(
+        j,
+        "429",
+        "A rate limit is exceeded; Retry-After says when to try again.",
+        false,
+        &[("rateLimit", "Rate limit is exceeded. Try again in 42 seconds.")],
+    );
     if either {
         j.key("default").raw(AZUREML_DEFAULT);
     }

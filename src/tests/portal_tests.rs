@@ -135,8 +135,14 @@ fn openapi_of_the_azureml_preset_is_apims_export_shape() {
     assert_eq!(rrs["responses"]["404"]["content"]["application/json"]["examples"]["notFound"]["value"]["message"], NOT_FOUND);
     assert!(rrs["responses"]["429"]["headers"]["Retry-After"].is_object());
     assert!(op("/jobs/{jobid}/start", "post").get("requestBody").is_none());
-    assert_eq!(op("/jobs", "post")["requestBody"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/BatchExecutionRequest");
-    assert_eq!(op("/jobs/{jobid}", "get")["responses"]["200"]["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/BatchJobStatus");
+    assert_eq!(
+        op("/jobs", "post")["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BatchExecutionRequest"
+    );
+    assert_eq!(
+        op("/jobs/{jobid}", "get")["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/BatchJobStatus"
+    );
     refs_resolve(&doc, &doc);
     assert!(doc.get("x-ms-paths").is_none());
     assert!(crate::openapi(&gw, "nope", None).is_none());
@@ -212,7 +218,11 @@ fn hostile_names_are_escaped_in_json_and_html() {
 
     let page = get(&gw, &store, "GET", "/developer/", &[], T0).unwrap();
     assert_eq!(page.content_type, "text/html; charset=utf-8");
-    assert!(page.body.contains("<title>&lt;/title&gt;&lt;script&gt;alert(&quot;t&quot;)&lt;/script&gt;&amp;&#39;x</title>"), "{}", page.body);
+    assert!(
+        page.body.contains("<title>&lt;/title&gt;&lt;script&gt;alert(&quot;t&quot;)&lt;/script&gt;&amp;&#39;x</title>"),
+        "{}",
+        page.body
+    );
     // The only script element is the portal's own file.
     assert_eq!(page.body.matches("<script").count(), 1);
     assert!(page.body.contains("<script src=\"/developer/portal.js\" defer></script>"));
@@ -240,7 +250,7 @@ fn portal_paths_answer_locally_with_a_strict_csp() {
         assert!(!csp.contains("unsafe"), "{csp}");
         assert_eq!(header(&r, "x-content-type-options"), Some("nosniff"));
         assert_eq!(header(&r, "x-frame-options"), Some("DENY"));
-        assert!(!r.body.is_empty());
+        assert!(!r.body.is_empty() || r.gzip_body.is_some_and(|g| g.starts_with(&[0x1f, 0x8b])), "{path}");
     }
     // HEAD is GET without a body (Envoy drops it); other methods are refused.
     assert_eq!(get(&gw, &store, "HEAD", "/developer/portal.js", &[], T0).unwrap().status, 200);
@@ -301,7 +311,10 @@ fn the_catalog_lists_apis_products_limits_and_operations() {
     assert_eq!(api["baseUrl"], "https://gw.example/azureml-demo");
     assert_eq!(api["subscriptionKeyHeader"], "Ocp-Apim-Subscription-Key");
     assert_eq!(api["openapi"], "/developer/apis/azureml-demo/openapi.json");
-    assert_eq!(api["limits"], json!([{"scope": "api", "kind": "rate-limit", "calls": 100, "renewalPeriod": 60, "counter": "subscription"}]));
+    assert_eq!(
+        api["limits"],
+        json!([{"scope": "api", "kind": "rate-limit", "calls": 100, "renewalPeriod": 60, "counter": "subscription"}])
+    );
     let products: Vec<&str> = api["products"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap()).collect();
     assert_eq!(products, ["starter", "unlimited"]);
     assert_eq!(
@@ -373,7 +386,10 @@ fn my_subscription_reads_the_records_admit_writes() {
     assert_eq!((op["callsUsed"].as_u64(), op["callsLeft"].as_u64(), op["operationName"].as_str()), (Some(3), Some(0), Some("RRS Execute")));
     let quota = by("product", "quota");
     assert_eq!((quota["callsUsed"].as_u64(), quota["callsLeft"].as_u64()), (Some(3), Some(97)));
-    assert_eq!((quota["bandwidthUsedBytes"].as_u64(), quota["bandwidthLeftBytes"].as_u64(), quota["bandwidthKb"].as_u64()), (Some(300), Some(724), Some(1)));
+    assert_eq!(
+        (quota["bandwidthUsedBytes"].as_u64(), quota["bandwidthLeftBytes"].as_u64(), quota["bandwidthKb"].as_u64()),
+        (Some(300), Some(724), Some(1))
+    );
     let period_end = T0 / 3_600_000 * 3_600_000 + 3_600_000;
     assert_eq!(quota["renewsInSeconds"].as_u64(), Some((period_end - now).div_ceil(1000)));
     assert_eq!(quota["renewsAt"], crate::time::format_rfc3339(period_end));
@@ -468,7 +484,13 @@ fn portal_output_never_carries_a_secret() {
         run_full(&gw, &mut store.clone(), T0, &call(key), &mut Conn::default());
     }
     let mut outputs: Vec<String> = Vec::new();
-    for path in ["/developer", "/developer/portal.js", "/developer/apis.json", "/developer/apis/azureml-demo/openapi.json", "/developer/apis/other/openapi.json"] {
+    for path in [
+        "/developer",
+        "/developer/portal.js",
+        "/developer/apis.json",
+        "/developer/apis/azureml-demo/openapi.json",
+        "/developer/apis/other/openapi.json",
+    ] {
         outputs.push(get(&gw, &store, "GET", path, &[], T0).unwrap().body);
     }
     for key in [secrets[0], secrets[1], secrets[2]] {
@@ -527,5 +549,28 @@ fn rfc3339_formatting_round_trips() {
     for s in ["2024-02-29T12:34:56Z", "2026-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2100-03-01T00:00:01Z"] {
         let ms = crate::time::parse_rfc3339_ms(s).unwrap();
         assert_eq!(crate::time::format_rfc3339(ms + 999), s);
+    }
+}
+
+/// The script and style sheet are served gzip-compressed from `.gz` files next to their
+/// sources (`make build` remakes them): they must decompress to the sources as they are.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn compressed_assets_are_the_current_sources() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let assets: [(&str, &[u8]); 2] = [
+        (include_str!("../portal/assets/portal.js"), include_bytes!("../portal/assets/portal.js.gz")),
+        (include_str!("../portal/assets/portal.css"), include_bytes!("../portal/assets/portal.css.gz")),
+    ];
+    for (source, gz) in assets {
+        let mut child = Command::new("gzip").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("gzip");
+        let mut stdin = child.stdin.take().unwrap();
+        let gz = gz.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&gz));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in src/portal/assets is stale: run `make portal-assets`");
     }
 }
