@@ -182,6 +182,8 @@ fn access_log() -> Value {
                 "bytes_received": "%BYTES_RECEIVED%",
                 "bytes_sent": "%BYTES_SENT%",
                 "duration_ms": "%DURATION%",
+                // From the request sent upstream to the response's end; null for mlgate's own replies.
+                "upstream_ms": "%COMMON_DURATION(US_TX_BEG:US_RX_END:ms)%",
                 "upstream": "%UPSTREAM_HOST%",
                 "mlgate": "%FILTER_STATE(wasm.mlgate:PLAIN)%",
             }},
