@@ -1,0 +1,142 @@
+//! The gRPC service: `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`. Each
+//! request is decoded by prost (envoy-types), resolved and decided by mlgate's core
+//! (`mlgate::rls::Resolver` → `limits::check_at`) over Redis on a blocking thread, and the
+//! core's answer is encoded back. Stateless: all counts live in Redis.
+
+use crate::store::{Redis, RedisStore};
+use envoy_types::pb::envoy::service::ratelimit::v3 as rls;
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use mlgate::rls::wire::{self, Descriptor};
+use mlgate::rls::{Resolver, ServeError};
+use redis::Connection;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use rls::rate_limit_service_server::RateLimitServiceServer;
+
+thread_local! {
+    /// Each blocking worker thread keeps one Redis connection.
+    static CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
+}
+
+/// What the service counts (printed on exit, and on store errors).
+#[derive(Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    pub over_limit: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub store_errors: AtomicU64,
+    /// When the last store error was logged (ms), to log at most one a second.
+    last_logged_ms: AtomicU64,
+}
+
+pub struct Service {
+    pub resolver: Arc<Resolver<'static>>,
+    pub redis: Arc<Redis>,
+    pub counters: Arc<Counters>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The core's request form of a prost `RateLimitRequest`.
+pub fn descriptors_of(req: &rls::RateLimitRequest) -> Result<Vec<Descriptor>, String> {
+    req.descriptors
+        .iter()
+        .map(|d| {
+            if d.is_negative_hits {
+                return Err("is_negative_hits is not supported".to_string());
+            }
+            Ok(Descriptor {
+                entries: d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+                hits_addend: d.hits_addend.as_ref().map(|h| h.value),
+            })
+        })
+        .collect()
+}
+
+/// A prost `RateLimitResponse` of the core's answer.
+pub fn response_of(r: &wire::Response) -> rls::RateLimitResponse {
+    let statuses = r
+        .statuses
+        .iter()
+        .map(|s| rls::rate_limit_response::DescriptorStatus {
+            code: i32::try_from(s.code).unwrap_or(0),
+            current_limit: s.current_limit.as_ref().map(|l| rls::rate_limit_response::RateLimit {
+                name: l.name.clone(),
+                requests_per_unit: l.requests_per_unit,
+                unit: i32::try_from(l.unit).unwrap_or(0),
+            }),
+            limit_remaining: s.limit_remaining,
+            duration_until_reset: s.reset_ms.map(|ms| PbDuration {
+                seconds: i64::try_from(ms / 1000).unwrap_or(i64::MAX),
+                nanos: i32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    rls::RateLimitResponse { overall_code: i32::try_from(r.overall_code).unwrap_or(0), statuses, ..Default::default() }
+}
+
+#[tonic::async_trait]
+impl rls::rate_limit_service_server::RateLimitService for Service {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<rls::RateLimitRequest>,
+    ) -> Result<tonic::Response<rls::RateLimitResponse>, tonic::Status> {
+        let req = request.into_inner();
+        let counters = self.counters.clone();
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        let descriptors = match descriptors_of(&req) {
+            Ok(d) => d,
+            Err(m) => {
+                counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+                return Err(tonic::Status::invalid_argument(m));
+            }
+        };
+        let (resolver, redis) = (self.resolver.clone(), self.redis.clone());
+        let decided = tokio::task::spawn_blocking(move || {
+            CONN.with(|c| {
+                let Ok(mut conn) = c.try_borrow_mut() else { return (Err(ServeError::Store), None) };
+                let mut store = RedisStore::new(&redis, &mut conn);
+                let r = resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now_ms());
+                (r, store.last_error.take())
+            })
+        })
+        .await;
+        let (result, redis_error) = match decided {
+            Ok(v) => v,
+            Err(_) => (Err(ServeError::Store), None),
+        };
+        match result {
+            Ok(r) => {
+                if r.overall_code == wire::CODE_OVER_LIMIT {
+                    counters.over_limit.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(tonic::Response::new(response_of(&r)))
+            }
+            Err(ServeError::BadRequest(m)) => {
+                counters.bad_requests.fetch_add(1, Ordering::Relaxed);
+                Err(tonic::Status::invalid_argument(m))
+            }
+            Err(ServeError::Store) => {
+                counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                let now = now_ms();
+                let last = counters.last_logged_ms.load(Ordering::Relaxed);
+                if now.saturating_sub(last) >= 1000
+                    && counters.last_logged_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+                {
+                    let why = redis_error.map_or_else(|| "CAS retries exhausted".to_string(), |e| e.to_string());
+                    eprintln!(
+                        "mlgate-rls: store unavailable ({why}); {} store errors so far",
+                        counters.store_errors.load(Ordering::Relaxed)
+                    );
+                }
+                Err(tonic::Status::unavailable("limit store unavailable"))
+            }
+        }
+    }
+}
