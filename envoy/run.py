@@ -1,5 +1,9 @@
 """`make run`: Azurite (blob) on :10000, azureml-sim on :8081 and Envoy + mlgate on :8080 with
-envoy/demo.yaml, a sample CSV uploaded for BES, and the calls to paste. Ctrl-C stops all."""
+envoy/demo.yaml, a sample CSV uploaded for BES, and the calls to paste. Ctrl-C stops all.
+
+`MLGATE_FORM=native make run` runs mlgate as the Envoy dynamic module (libmlgate.so) instead of
+the .wasm: the same demo.yaml with its Wasm filter swapped for the native one, same
+configuration (written to .run/envoy-native.json)."""
 import json
 import os
 import secrets
@@ -35,7 +39,18 @@ def main():
     start("azurite", [AZURITE, "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--inMemoryPersistence",
                       "--blobHost", "127.0.0.1", "--blobPort", "10000"], 10000)
     start("azureml-sim", [SIM, "--listen", "127.0.0.1:8081", "--api-key", api_key], 8081)
-    start("envoy", envoy_args("envoy/demo.yaml", concurrency=2, log_level="warn"), 8080, {"AZUREML_API_KEY": api_key})
+    form = os.environ.get("MLGATE_FORM") or "wasm"
+    if form == "native":
+        import yaml
+        from mlgate_harness import write_config
+        from mlgate_harness.native import check_pinned_envoy, native_env, wasm_to_native
+        check_pinned_envoy()
+        config = write_config(RUN / "envoy-native.json", wasm_to_native(yaml.safe_load((ROOT / "envoy" / "demo.yaml").read_text())))
+        start("envoy", envoy_args(config, concurrency=2, log_level="warn"), 8080, {"AZUREML_API_KEY": api_key, **native_env()})
+    elif form == "wasm":
+        start("envoy", envoy_args("envoy/demo.yaml", concurrency=2, log_level="warn"), 8080, {"AZUREML_API_KEY": api_key})
+    else:
+        stop(code=f"MLGATE_FORM must be wasm or native, not {form!r}")
     put_blob(10000, "demo", "input.csv", b'Col1,Col2\n1,This is a good day\n2,"Hello, gateway"\n')
 
     gw = "http://127.0.0.1:8080/azureml-demo/workspaces/demo-ws/services/demo-svc"
@@ -45,7 +60,7 @@ def main():
                       "GlobalParameters": {}})
     key = "-H 'Ocp-Apim-Subscription-Key: alice-demo-key'"
     print(f"""
-mlgate is up: Envoy :8080 (admin :9901) -> azureml-sim :8081, Azurite :10000. Logs in .run/. Ctrl-C stops all.
+mlgate ({form} form) is up: Envoy :8080 (admin :9901) -> azureml-sim :8081, Azurite :10000. Logs in .run/. Ctrl-C stops all.
 
 RRS (request-response), subscription alice (Starter: 5 calls/minute, 100 calls/week):
   curl -s -X POST '{gw}/execute?api-version=2.0&details=true' {key} -H 'Content-Type: application/json' -d '{rrs}'

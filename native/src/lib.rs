@@ -162,9 +162,10 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
         abi::log(
             abi::LOG_INFO,
             &format!(
-                "mlgate-native {}: built and tested for Envoy {ENVOY_VERSION} (dynamic-module ABI {}). The ABI does not \
-                 tell a module Envoy's version: if Envoy did not log \"ABI version {} matched\" just above, this Envoy \
-                 is not the pinned release and signatures may differ (undefined behaviour): use Envoy {ENVOY_VERSION}",
+                "mlgate-native {}: built and tested for Envoy {ENVOY_VERSION} (dynamic-module ABI {}). The ABI gives a \
+                 module no way to learn Envoy's version: unless Envoy logs \"Dynamic module ABI version {} matched\" \
+                 next, this is not the pinned Envoy, the module's signatures may not match (undefined behaviour): run it \
+                 on Envoy {ENVOY_VERSION} only",
                 env!("CARGO_PKG_VERSION"),
                 ABI_VERSION.to_string_lossy(),
                 ABI_VERSION.to_string_lossy(),

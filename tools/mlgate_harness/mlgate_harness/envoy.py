@@ -33,10 +33,10 @@ FAILURE_POLICY = "FAIL_RELOAD"
 # --------------------------------------------------------------------------------------------
 
 def envoy_args(config_path, concurrency: int = 2, log_level: str = "info", extra=()) -> list[str]:
-    """The Envoy command line (Envoy from .venv, no hot restart, the Wasm log at info so the
-    filter's own lines show)."""
+    """The Envoy command line (Envoy from .venv, no hot restart, the Wasm and dynamic-module logs
+    at info so the filter's own lines show, in either form)."""
     return [str(ENVOY), "-c", str(config_path), "--concurrency", str(concurrency), "--disable-hot-restart",
-            "--log-level", log_level, "--component-log-level", "wasm:info", *extra]
+            "--log-level", log_level, "--component-log-level", "wasm:info,dynamic_modules:info", *extra]
 
 
 def write_config(path, config: dict) -> str:
