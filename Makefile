@@ -189,28 +189,3 @@ portal-deps: $(VENV)/.ok
 	  $(VENV)/bin/pip install -q --disable-pip-version-check openapi-core==0.23.1 openapi-spec-validator==0.8.5
 
 test-e2e: browser-deps portal-deps
-
-# --- the native form (issue 14): mlgate as an Envoy dynamic module ---------------------------------
-# Built with the `native` profile (panic = unwind: every hook catches a panic at the FFI boundary)
-# into target/native/, then copied (cp + mv: a running Envoy keeps its mapped copy) to the name
-# Envoy looks up for `dynamic_module_config: {name: mlgate}`. See native/src/lib.rs for why the
-# library is not itself called `mlgate`.
-NATIVE_SO       := target/release/libmlgate.so
-NATIVE_FAULT_SO := target/release/libmlgate_fault.so
-.PHONY: native native-fault
-export MLGATE_FORM
-
-native:
-	cargo build --profile native -p mlgate-native
-	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_SO).tmp && mv $(NATIVE_SO).tmp $(NATIVE_SO)
-
-# The same module with `fault-injection` (`x-mlgate-fault: panic` panics in the request hook), for
-# the e2e tests only, loaded as `mlgate_fault`. Never shipped. Built before `native`, which then
-# re-links the shipped module.
-native-fault:
-	cargo build --profile native -p mlgate-native --features fault-injection
-	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
-
-test-e2e: native-fault native
-run: native
-bench: native
