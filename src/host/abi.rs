@@ -237,3 +237,89 @@ pub fn header_value(map: u32, key: &str) -> Option<Vec<u8>> {
     let status = unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut len) };
     (status == OK).then(|| take(data, len))
 }
+
+
+// --- gRPC calls and resuming a paused stream (fleet-wide limits, `host::rls`) ----------------
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_grpc_call(
+        service: *const u8,
+        service_size: usize,
+        service_name: *const u8,
+        service_name_size: usize,
+        method: *const u8,
+        method_size: usize,
+        initial_metadata: *const u8,
+        initial_metadata_size: usize,
+        message: *const u8,
+        message_size: usize,
+        timeout_ms: u32,
+        token: *mut u32,
+    ) -> u32;
+    fn proxy_grpc_cancel(token: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+}
+
+/// `proxy_get_buffer_bytes` buffer of a gRPC call's response message.
+pub const GRPC_RECEIVE_BUFFER: u32 = 5;
+/// `proxy_continue_stream`'s request direction.
+pub const STREAM_REQUEST: u32 = 0;
+
+/// A unary gRPC call; the answer comes to `proxy_on_grpc_receive` / `proxy_on_grpc_close`
+/// of the root context with the returned token. `service` is a serialized
+/// `envoy.config.core.v3.GrpcService`. Err: the host's status (the call was not made).
+pub fn grpc_call(service: &[u8], service_name: &str, method: &str, message: &[u8], timeout_ms: u32) -> Result<u32, u32> {
+    let metadata = serialize_header_map(&[]);
+    let mut token = 0u32;
+    // SAFETY: every pointer and length comes from a live slice; the token is a live local.
+    let status = unsafe {
+        proxy_grpc_call(
+            service.as_ptr(),
+            service.len(),
+            service_name.as_ptr(),
+            service_name.len(),
+            method.as_ptr(),
+            method.len(),
+            metadata.as_ptr(),
+            metadata.len(),
+            message.as_ptr(),
+            message.len(),
+            timeout_ms,
+            &mut token,
+        )
+    };
+    if status == OK {
+        Ok(token)
+    } else {
+        Err(status)
+    }
+}
+
+pub fn grpc_cancel(token: u32) {
+    // SAFETY: a plain value.
+    unsafe { proxy_grpc_cancel(token) };
+}
+
+/// Makes `context_id` the context later host calls act on (from a root-context callback).
+/// False if the host no longer knows that context (the stream ended).
+pub fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: a plain value.
+    unsafe { proxy_set_effective_context(context_id) == OK }
+}
+
+/// Resumes a stream paused in `proxy_on_request_headers`.
+pub fn continue_request() -> bool {
+    // SAFETY: a plain value.
+    unsafe { proxy_continue_stream(STREAM_REQUEST) == OK }
+}
+
+/// `size` bytes of a host buffer (e.g. [`GRPC_RECEIVE_BUFFER`]).
+pub fn buffer(kind: u32, size: usize) -> Option<Vec<u8>> {
+    let (mut data, mut len) = (null_mut(), 0usize);
+    // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
+    let status = unsafe { proxy_get_buffer_bytes(kind, 0, size, &mut data, &mut len) };
+    (status == OK).then(|| take(data, len))
+}

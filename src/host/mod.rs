@@ -5,18 +5,18 @@
 //! request trailers, response trailers or anything else.
 
 mod abi;
+mod rls;
 
 use crate::usage::{self, extremes::Extremes, Call, Kind, Update};
-use crate::{
-    admit, export, record_bandwidth, Admission, Connection, Event, Events, Gateway, HostError, Outcome, ProcessEnv, Request, SetError,
-    Store,
-};
+use crate::{export, Admission, Connection, Event, Events, Gateway, HostError, Outcome, ProcessEnv, Request, SetError, Store};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 const CONTINUE: u32 = 0;
 const PAUSE: u32 = 1;
+/// `proxy_on_request_body`: hold the body (while the request waits for a remote store).
+const STOP_AND_BUFFER: u32 = 1;
 
 /// Counter ids in Envoy's stats (`wasmcustom.mlgate.*`), one per core event.
 #[derive(Clone, Copy)]
@@ -323,10 +323,11 @@ fn send_reply(r: &crate::Reply) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
-    with_stream(id, on_request_headers).unwrap_or(CONTINUE)
+    with_stream(id, |st| on_request_headers(id, st)).unwrap_or(CONTINUE)
 }
 
-fn on_request_headers(st: &mut Stream) -> u32 {
+/// Also the second pass of a request paused for a remote store's answer (`rls`).
+fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
     let Some(gw) = st.gateway.clone() else {
         send_reply(&crate::reply::internal_error());
         return PAUSE;
@@ -353,7 +354,10 @@ fn on_request_headers(st: &mut Stream) -> u32 {
             return PAUSE;
         }
     }
-    let Admission { outcome, events } = admit(&gw, &req, now_ms, &mut Downstream, &mut SharedData);
+    let Some(Admission { outcome, events }) = rls::admit(id, &gw, &req, now_ms, &mut Downstream, &mut SharedData) else {
+        // Asked a remote store: paused until its answer (or the timeout) comes.
+        return PAUSE;
+    };
     if let Some(s) = &st.stats {
         s.count(&events);
     }
@@ -422,7 +426,12 @@ fn reply(st: &mut Stream, r: &crate::Reply) {
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
     add_body(id, size, false);
-    CONTINUE
+    if rls::waiting(id) {
+        // Held with the paused headers until the remote store answers.
+        STOP_AND_BUFFER
+    } else {
+        CONTINUE
+    }
 }
 
 #[no_mangle]
@@ -483,7 +492,7 @@ pub extern "C" fn proxy_on_log(id: u32) {
         if st.body_bytes == 0 {
             return;
         }
-        let events = record_bandwidth(&gw, sub, st.body_bytes, now_ns / 1_000_000, &mut SharedData);
+        let events = rls::record_bandwidth(&gw, sub, st.body_bytes, now_ns / 1_000_000, &mut SharedData);
         if let Some(s) = &st.stats {
             s.count(&events);
         }
@@ -497,6 +506,7 @@ pub extern "C" fn proxy_on_done(_id: u32) -> bool {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(id: u32) {
+    rls::forget(id);
     STREAMS.with(|s| {
         if let Ok(mut m) = s.try_borrow_mut() {
             m.remove(&id);
