@@ -62,6 +62,9 @@ def main():
     print(f"""
 mlgate ({form} form) is up: Envoy :8080 (admin :9901) -> azureml-sim :8081, Azurite :10000. Logs in .run/. Ctrl-C stops all.
 
+Developer portal (APIs, operations, OpenAPI export, Try it, My subscription; key alice-demo-key):
+  http://127.0.0.1:8080/developer/
+
 RRS (request-response), subscription alice (Starter: 5 calls/minute, 100 calls/week):
   curl -s -X POST '{gw}/execute?api-version=2.0&details=true' {key} -H 'Content-Type: application/json' -d '{rrs}'
 

@@ -1,14 +1,15 @@
 """Helpers for the deployment tests (OCI image, Istio manifests, the mlgate CLI): run the CLI,
-start an Envoy from a complete bootstrap file, read an OCI image as Istio's fetcher does.
-Independent of harness.Envoy, which builds its own bootstrap."""
+start an Envoy from a complete bootstrap file (e.g. `mlgate envoy` output; harness.Envoy builds
+its own), read an OCI image as Istio's fetcher does, run a registry on loopback. Paths,
+processes and HTTP come from mlgate_harness (tools/mlgate_harness)."""
 from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import io
 import json
 import os
+import shutil
 import ssl
 import subprocess
 import tarfile
@@ -16,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import free_port
+import mlgate_harness as mh
+from mlgate_harness import MLGATE, OCI_DIR, ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
-ENVOY_BIN = ROOT / ".venv" / "bin" / "envoy"
-MLGATE = ROOT / "target" / "release" / "mlgate"
-WASM_PATH = Path(os.environ.get("MLGATE_WASM") or ROOT / "target" / "wasm32-wasip1" / "release" / "mlgate.wasm")
-OCI_DIR = ROOT / "target" / "oci"
+WASM_PATH = mh.WASM
+# `envoy --mode validate -c PATH` with these variables added to the environment.
+validate_bootstrap = mh.validate_config
+
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -93,89 +94,32 @@ class Layout:
 # --------------------------------------------------------------------------------------------
 # Envoy from a complete bootstrap file (e.g. `mlgate envoy` output)
 # --------------------------------------------------------------------------------------------
-def minimal_bootstrap(wasm: Path, plugin_config: str, listen: int, admin: int, upstream: int,
-                      env_keys: list[str] | None = None) -> dict:
-    """The smallest Envoy bootstrap running mlgate from `wasm`, everything to one upstream."""
-    vm = {"vm_id": "mlgate", "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": str(wasm)}}}
-    if env_keys:
-        vm["environment_variables"] = {"host_env_keys": env_keys}
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "gw",
-        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-            {"match": {"prefix": "/"}, "route": {"cluster": "up", "timeout": "30s"}}]}]},
-        "http_filters": [
-            {"name": "mlgate", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {"name": "mlgate", "root_id": "mlgate", "vm_config": vm, "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config}}}},
-            {"name": "envoy.filters.http.router", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-        ],
-    }
-    return {
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
-        "static_resources": {
-            "listeners": [{"name": "gw", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
-                           "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                                           "typed_config": hcm}]}]}],
-            "clusters": [{"name": "up", "type": "STATIC", "connect_timeout": "2s", "load_assignment": {
-                "cluster_name": "up", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
-                    "address": "127.0.0.1", "port_value": upstream}}}}]}]}}],
-        },
-    }
-
-
-def validate_bootstrap(path: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ENVOY_BIN), "--mode", "validate", "-c", str(path)], capture_output=True, timeout=120,
-                          env={**os.environ, **(env or {})})
-
-
 class BootstrapEnvoy:
-    """A real Envoy started from a bootstrap file; stdout (the access log) and stderr (Envoy's
-    log) go to separate files."""
+    """A real Envoy started from a bootstrap file (or dict); stdout (the access log) and stderr
+    (Envoy's log) go to separate files."""
 
     def __init__(self, bootstrap: Path | dict, env: dict | None = None, concurrency: int = 2, wait: bool = True):
         self.dir = Path(tempfile.mkdtemp(prefix="mlgate-deploy-"))
         if isinstance(bootstrap, dict):
-            path = self.dir / "bootstrap.json"
-            path.write_text(json.dumps(bootstrap))
-            bootstrap = path
+            bootstrap = mh.write_config(self.dir / "bootstrap.json", bootstrap)
         self.path = Path(bootstrap)
         doc = json.loads(self.path.read_text())
         self.admin = doc["admin"]["address"]["socket_address"]["port_value"]
         self.ports = [l["address"]["socket_address"]["port_value"] for l in doc["static_resources"]["listeners"]]
         self.stdout_path = self.dir / "stdout.log"
         self.log_path = self.dir / "envoy.log"
-        self._out = open(self.stdout_path, "wb")
-        self._err = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [str(ENVOY_BIN), "-c", str(self.path), "--concurrency", str(concurrency), "--disable-hot-restart",
-             "--file-flush-interval-msec", "20", "--log-level", "info"],
-            stdout=self._out, stderr=self._err, env={**os.environ, **(env or {})})
-        if wait:
-            self.wait_ready()
+        self.proc = mh.start_envoy(self.path, self.log_path, port=None, admin=self.admin if wait else None,
+                                   concurrency=concurrency, env=env, stdout_path=self.stdout_path,
+                                   extra=["--file-flush-interval-msec", "20"])
 
     def wait_ready(self, timeout: float = 60):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=2)
-                c.request("GET", "/ready")
-                if c.getresponse().read().decode().strip() == "LIVE":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("envoy not ready")
+        mh.wait_until(lambda: mh.envoy_ready(self.admin), timeout, self.proc, "ready")
 
     def wait_exit(self, timeout: float = 60) -> int:
         return self.proc.wait(timeout)
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.proc.log()
 
     def access_log(self, n: int | None = None, timeout: float = 10) -> list[dict]:
         """The JSON access-log lines Envoy wrote to stdout (waiting for at least n of them)."""
@@ -187,40 +131,47 @@ class BootstrapEnvoy:
             time.sleep(0.05)
 
     def admin_get(self, path: str) -> str:
-        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
-        c.request("GET", path)
-        return c.getresponse().read().decode()
+        return mh.admin_get(self.admin, path)
 
     def request(self, method: str, path: str, headers: dict | None = None, body: bytes | None = None,
                 host: str = "gw.example.test", port: int | None = None, tls: ssl.SSLContext | None = None):
-        port = port or self.ports[0]
-        if tls is not None:
-            # The certificate is verified for 127.0.0.1 (self_signed_cert puts it in the SAN).
-            c = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=tls)
-        else:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        c.putheader("Host", host)
-        for k, v in (headers or {}).items():
-            c.putheader(k, v)
-        if body is not None:
-            c.putheader("Content-Length", str(len(body)))
-        c.endheaders(body)
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        """(status, headers as a dict of lower-case names, body). With `tls`, HTTPS: the
+        certificate is verified for 127.0.0.1 (self_signed_cert puts it in the SAN)."""
+        status, hs, data = mh.http_request(port or self.ports[0], method, path, headers, body, host=host, tls=tls)
+        return status, dict(hs), data
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-        self._err.close()
+        self.proc.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# A registry on loopback
+# --------------------------------------------------------------------------------------------
+def have_registry_tools() -> str | None:
+    missing = [t for t in ("skopeo", "docker-registry") if shutil.which(t) is None]
+    return None if not missing else f"{' and '.join(missing)} not installed (Debian packages; `make deploy-deps` installs them)"
+
+
+class Registry:
+    """Debian's docker-registry (the CNCF distribution registry) on a loopback port."""
+
+    def __init__(self, root: Path):
+        self.port = free_port()
+        cfg = root / "registry.yml"
+        cfg.write_text(json.dumps({
+            "version": 0.1, "log": {"level": "warn"},
+            "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+            "http": {"addr": f"127.0.0.1:{self.port}", "secret": "mlgate-test"},
+        }))
+        self.proc = mh.Process(["docker-registry", "serve", cfg], root / "registry.log", timeout=30,
+                               ready=lambda: self.get("/v2/")[0] == 200)
+
+    def get(self, path: str, accept: str | None = None) -> tuple[int, dict, bytes]:
+        status, headers, body = mh.http_get(self.port, path, {"Accept": accept} if accept else None, timeout=10)
+        return status, dict(headers), body
+
+    def stop(self):
+        self.proc.stop()
 
 
 def tls_client_context(cafile: Path) -> ssl.SSLContext:
@@ -236,5 +187,6 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
-__all__ = ["ROOT", "ENVOY_BIN", "MLGATE", "WASM_PATH", "OCI_DIR", "Layout", "BootstrapEnvoy", "free_port", "mlgate",
-           "minimal_bootstrap", "validate_bootstrap", "sha256", "self_signed_cert", "tls_client_context", "plugin_from_layer"]
+__all__ = ["ROOT", "MLGATE", "WASM_PATH", "OCI_DIR", "Layout", "BootstrapEnvoy", "Registry", "free_port", "mlgate",
+           "have_registry_tools", "validate_bootstrap", "sha256", "self_signed_cert", "tls_client_context",
+           "plugin_from_layer"]

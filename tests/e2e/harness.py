@@ -17,7 +17,7 @@ from pathlib import Path
 
 import mlgate_harness as mh
 from mlgate_harness.native import STATS_PREFIX, native_env, native_filter
-from mlgate_harness import WASM, free_port  # free_port: deploytools imports it from here
+from mlgate_harness import WASM, free_port
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,22 +210,13 @@ class Envoy:
         os.rename(tmp, self.lds_path)
 
     def start(self, wait: bool = True):
+        """Starts Envoy; with `wait`, returns once the listener accepts and the admin says LIVE."""
         self.proc = mh.start_envoy(self.config_path, self.log_path, port=self.port if wait else None,
-                                   concurrency=self.concurrency, env=self.env, append=True,
-                                   extra=["--file-flush-interval-msec", "20"])
-        if wait:
-            self.wait_ready()
+                                   admin=self.admin if wait else None, concurrency=self.concurrency,
+                                   env=self.env, append=True, extra=["--file-flush-interval-msec", "20"])
 
     def wait_ready(self, timeout: float = 30):
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            try:
-                if self.admin_get("/ready").strip() == "LIVE":
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError("envoy not ready")
+        mh.wait_until(lambda: mh.envoy_ready(self.admin), timeout, self.proc, "ready")
 
     def wait_exit(self, timeout: float = 30) -> int:
         assert self.proc is not None
@@ -251,9 +242,7 @@ class Envoy:
         raise TimeoutError(f"no access-log line for {test_id}")
 
     def admin_get(self, path: str) -> str:
-        c = http.client.HTTPConnection("127.0.0.1", self.admin, timeout=5)
-        c.request("GET", path)
-        return c.getresponse().read().decode()
+        return mh.admin_get(self.admin, path)
 
     def stat(self, name: str) -> int | None:
         """A stat's value. mlgate's metrics have the same names in both forms; Envoy prefixes
@@ -285,30 +274,21 @@ class Envoy:
         raise TimeoutError(f"LDS update not {expect}")
 
     def request(self, method: str, path: str, headers: dict | list | None = None, body: bytes | None = None,
-                host: str = "gw.example.test"):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        hs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        c.putheader("Host", host)
-        for k, v in hs:
-            c.putheader(k, v)
-        if body is not None:
-            c.putheader("Content-Length", str(len(body)))
-        c.endheaders(body)
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return Response(r.status, [(k.lower(), v) for k, v in r.getheaders()], data)
+                host: str = "gw.example.test") -> Response:
+        return request(self.port, method, path, headers, body, host)
 
     def stop(self):
         if self.proc:
             self.proc.stop()
 
 
-def admin_post(port: int, path: str) -> str:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("POST", path)
-    return c.getresponse().read().decode()
+admin_post = mh.admin_post
+
+
+def request(port: int, method: str, path: str, headers: dict | list | None = None, body: bytes | None = None,
+            host: str = "gw.example.test") -> Response:
+    """One HTTP/1.1 request to the gateway on 127.0.0.1:port, headers exactly as given."""
+    return Response(*mh.http_request(port, method, path, headers, body, host=host))
 
 
 class Response:
@@ -339,11 +319,7 @@ def simultaneous(port: int, requests: list[bytes], timeout: float = 30, at: floa
     as one thread can, so Envoy's workers decide them concurrently. Returns the responses, each
     with `.sent`, the time.time() just before its request was written. `at`: write at that
     time.time() instead of 0.2 s after connecting."""
-    socks = []
-    for _ in requests:
-        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        socks.append(s)
+    socks = [connect(port, timeout) for _ in requests]
     # Let every worker accept its connections first.
     time.sleep(0.2 if at is None else max(0.0, at - time.time()))
     sent = []
@@ -371,9 +347,16 @@ def raw_request(method: str, path: str, headers: dict, body: bytes = b"") -> byt
 # --------------------------------------------------------------------------------------------
 # Raw clients: any bytes in the request line and headers, HTTP/1.1 and h2c.
 # --------------------------------------------------------------------------------------------
-class RawHttp1:
-    """One keep-alive HTTP/1.1 connection that sends requests exactly as given (any bytes),
-    and reconnects when Envoy closed it."""
+def connect(port: int, timeout: float) -> socket.socket:
+    """A TCP connection to 127.0.0.1:port with TCP_NODELAY (every write goes out at once)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+class _Connection:
+    """At most one open connection to 127.0.0.1:port, opened when needed; `connections`
+    counts how many were opened."""
 
     def __init__(self, port: int, timeout: float = 10):
         self.port = port
@@ -381,11 +364,18 @@ class RawHttp1:
         self.sock: socket.socket | None = None
         self.connections = 0
 
-    def _connect(self):
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.fp = self.sock.makefile("rb")
+    def _open(self):
+        self.sock = connect(self.port, self.timeout)
         self.connections += 1
+
+
+class RawHttp1(_Connection):
+    """One keep-alive HTTP/1.1 connection that sends requests exactly as given (any bytes),
+    and reconnects when Envoy closed it."""
+
+    def _connect(self):
+        self._open()
+        self.fp = self.sock.makefile("rb")
 
     def close(self):
         if self.sock:
@@ -446,29 +436,21 @@ def http1(method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: 
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-class H2c:
+class H2c(_Connection):
     """One HTTP/2 cleartext connection (prior knowledge) through the `h2` package, requests
     one at a time; header names and values are sent as the bytes given (no validation).
     A stream or connection reset comes back as a Response with status None and `.reset`
     saying which; the next request then opens a new connection."""
 
-    def __init__(self, port: int, timeout: float = 10):
-        self.port = port
-        self.timeout = timeout
-        self.sock: socket.socket | None = None
-        self.connections = 0
-
     def _connect(self):
         import h2.config
         import h2.connection
-        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._open()
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_outbound_headers=False,
                                         normalize_outbound_headers=False, validate_inbound_headers=False)
         self.conn = h2.connection.H2Connection(cfg)
         self.conn.initiate_connection()
         self.sock.sendall(self.conn.data_to_send())
-        self.connections += 1
 
     def close(self):
         if self.sock:

@@ -4,21 +4,16 @@ pushed to a real registry on loopback, loaded by Envoy) and the Istio manifests 
 from __future__ import annotations
 
 import copy
-import http.client
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from deploytools import (OCI_DIR, ROOT, WASM_PATH, BootstrapEnvoy, Layout, free_port, minimal_bootstrap,
-                         plugin_from_layer, sha256)
-from harness import Recorder
+from deploytools import OCI_DIR, ROOT, WASM_PATH, Layout, Registry, have_registry_tools, plugin_from_layer, sha256
+from harness import Envoy, Recorder
 
 try:
     import jsonschema
@@ -105,65 +100,19 @@ def test_made_layout_read_back_like_istio_then_served_by_envoy(tmp_path):
         "products": [{"id": "p", "name": "P", "apis": ["azureml-demo"]}],
         "subscriptions": [{"id": "alice", "product": "p", "state": "active", "primary_key": "alice-oci-key"}],
     }
-    e = BootstrapEnvoy(minimal_bootstrap(extracted, json.dumps(cfg), free_port(), free_port(), up.port, ["OCI_TEST_API_KEY"]),
-                       env={"OCI_TEST_API_KEY": "aml-from-env"})
+    # The harness's gateway (use_remote_address, FAIL_RELOAD) with the extracted module.
+    e = Envoy(cfg, up.port, env={"OCI_TEST_API_KEY": "aml-from-env"}, wasm=extracted)
     try:
-        status, _, _ = e.request("POST", RRS, {"Ocp-Apim-Subscription-Key": "alice-oci-key", "Content-Type": "application/json"}, b"{}")
-        assert status == 200
+        r = e.request("POST", RRS, {"Ocp-Apim-Subscription-Key": "alice-oci-key", "Content-Type": "application/json"}, b"{}")
+        assert r.status == 200, r
         got = up.last()
         assert got["path"] == "/workspaces/ws1/services/svc1/execute"
         assert ("authorization", "Bearer aml-from-env") in got["headers"]
-        status, _, _ = e.request("POST", RRS, {"Ocp-Apim-Subscription-Key": "wrong"}, b"{}")
-        assert status == 401
+        assert e.request("POST", RRS, {"Ocp-Apim-Subscription-Key": "wrong"}, b"{}").status == 401
         assert str(extracted) in e.admin_get("/config_dump")
     finally:
         e.stop()
         up.close()
-
-
-def have_registry_tools() -> str | None:
-    missing = [t for t in ("skopeo", "docker-registry") if shutil.which(t) is None]
-    return None if not missing else f"{' and '.join(missing)} not installed (Debian packages; `make deploy-deps` installs them)"
-
-
-class Registry:
-    """Debian's docker-registry (the CNCF distribution registry) on a loopback port."""
-
-    def __init__(self, root: Path):
-        self.port = free_port()
-        cfg = root / "registry.yml"
-        cfg.write_text(json.dumps({
-            "version": 0.1, "log": {"level": "warn"},
-            "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
-            "http": {"addr": f"127.0.0.1:{self.port}", "secret": "mlgate-test"},
-        }))
-        self.log = open(root / "registry.log", "wb")
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            assert self.proc.poll() is None, (root / "registry.log").read_text()
-            try:
-                if self.get("/v2/")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError("registry not up")
-
-    def get(self, path: str, accept: str | None = None) -> tuple[int, dict, bytes]:
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        c.request("GET", path, headers={"Accept": accept} if accept else {})
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
 
 
 def test_push_to_a_registry_and_pull_like_istio(tmp_path):

@@ -12,23 +12,10 @@ import json
 
 import pytest
 
+import harness
 import test_gateway as conformance
 from deploytools import WASM_PATH, BootstrapEnvoy, free_port, mlgate
 from harness import Recorder
-
-
-class Response:
-    def __init__(self, status: int, headers: dict, body: bytes):
-        self.status, self.headers, self.body = status, headers, body
-
-    def header(self, name: str):
-        return self.headers.get(name.lower())
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return f"<Response {self.status} {self.body[:200]!r}>"
 
 
 class GeneratedGateway:
@@ -37,21 +24,8 @@ class GeneratedGateway:
     def __init__(self, envoy: BootstrapEnvoy, up: Recorder):
         self.envoy, self.up = envoy, up
 
-    def request(self, method, path, headers=None, body=None, host="gw.example.test"):
-        hs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
-        import http.client
-        c = http.client.HTTPConnection("127.0.0.1", self.envoy.ports[0], timeout=30)
-        c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-        c.putheader("Host", host)
-        for k, v in hs:
-            c.putheader(k, v)
-        if body is not None:
-            c.putheader("Content-Length", str(len(body)))
-        c.endheaders(body)
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    def request(self, method, path, headers=None, body=None, host="gw.example.test") -> harness.Response:
+        return harness.request(self.envoy.ports[0], method, path, headers, body, host)
 
     def log(self) -> str:
         # Envoy's own log and the JSON access log: neither may show a key.

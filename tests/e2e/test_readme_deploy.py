@@ -3,18 +3,16 @@ output paths and the registry moved to free loopback ones). A command added to e
 without a case here fails the test."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
 import shlex
 import subprocess
-import time
 
 import pytest
 
-from deploytools import ROOT, WASM_PATH, Layout, free_port, plugin_from_layer, sha256
-from test_deploy import Registry, have_registry_tools
+import mlgate_harness as mh
+from deploytools import ROOT, WASM_PATH, Layout, Registry, free_port, have_registry_tools, plugin_from_layer, sha256
 
 README = ROOT / "README.md"
 
@@ -93,36 +91,21 @@ def test_deploy_on_plain_envoy(tmp_path):
             assert r.returncode == 0, r.stderr.decode()[-2000:]
             seen.add("validate")
         elif cmd.startswith(".venv/bin/envoy -c"):
-            p = subprocess.Popen(shlex.split(cmd) + ["--disable-hot-restart"], cwd=ROOT, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / "envoy.log", "wb"))
+            # The command as written, in exactly the environment built above; ready once the
+            # admin says LIVE.
+            p = mh.Process(shlex.split(cmd) + ["--disable-hot-restart"], tmp_path / "envoy.log", cwd=ROOT, env=env,
+                           inherit_env=False, ready=lambda: mh.envoy_ready(admin))
             try:
-                wait_ready(admin, p, tmp_path)
-                c = http.client.HTTPConnection("127.0.0.1", listen, timeout=10)
-                c.request("POST", "/azureml-demo/workspaces/ws/services/svc/execute?api-version=2.0&details=true", body=b"{}")
-                r = c.getresponse()
-                assert r.status == 401 and json.loads(r.read())["statusCode"] == 401  # mlgate answers
+                status, _, body = mh.http_request(
+                    listen, "POST", "/azureml-demo/workspaces/ws/services/svc/execute?api-version=2.0&details=true",
+                    body=b"{}", timeout=10)
+                assert status == 401 and json.loads(body)["statusCode"] == 401  # mlgate answers
             finally:
-                p.terminate()
-                p.wait(10)
+                p.stop()
             seen.add("run")
         else:
             pytest.fail(f"README command without a test case: {raw}")
     assert seen == {"make", "export", "check", "key new", "key hash", "envoy", "validate", "run"}, seen
-
-
-def wait_ready(admin: int, p: subprocess.Popen, tmp_path, timeout: float = 60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert p.poll() is None, (tmp_path / "envoy.log").read_text()[-3000:]
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", admin, timeout=2)
-            c.request("GET", "/ready")
-            if c.getresponse().read().strip() == b"LIVE":
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError("envoy not ready")
 
 
 def test_deploy_on_istio(tmp_path):
@@ -148,16 +131,12 @@ def test_deploy_on_istio(tmp_path):
                 r = sh(cmd.replace("skopeo copy", "skopeo copy --dest-tls-verify=false", 1), env)
                 assert r.returncode == 0, r.stderr
                 # What Istio then pulls: the manifest by tag, whose digest the WasmPlugin pins.
-                c = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=10)
-                c.request("GET", "/v2/mlgate/manifests/0.1.0", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
-                resp = c.getresponse()
-                raw_manifest = resp.read()
-                assert resp.status == 200
+                status, _, raw_manifest = reg.get("/v2/mlgate/manifests/0.1.0", "application/vnd.oci.image.manifest.v1+json")
+                assert status == 200
                 digest = sha256(raw_manifest)
                 assert f"sha256: {digest}" in (out / "wasmplugin.yaml").read_text()
                 layer = json.loads(raw_manifest)["layers"][-1]
-                c.request("GET", f"/v2/mlgate/blobs/{layer['digest']}")
-                blob = c.getresponse().read()
+                _, _, blob = reg.get(f"/v2/mlgate/blobs/{layer['digest']}")
                 assert sha256(plugin_from_layer(layer["mediaType"], blob)) == sha256(WASM_PATH.read_bytes())
                 assert Layout(out).manifest()[1] == f"sha256:{digest}"
                 seen.add("skopeo")

@@ -1,5 +1,6 @@
-"""Envoy: the command line every launcher uses, and builders for the pieces of the configs the
-project generates (the e2e gateway, the benchmark's gateways and upstream).
+"""Envoy: the command line every launcher uses (start and wait until LIVE, validate, the admin's
+GET/POST), and builders for the pieces of the configs the project generates (the e2e gateway,
+the benchmark's gateways and upstream).
 
 Every HTTP connection manager built here sets
 - `use_remote_address: true`: the client address (`source.address`, what `counter: "ip"`
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
+from .client import http_get, http_request
 from .paths import ENVOY
 from .process import Process
 
@@ -50,10 +53,33 @@ def write_config(path, config: dict) -> str:
 
 def start_envoy(config_path, log_path, *, port: int | None, concurrency: int = 2, log_level: str = "info",
                 env: dict[str, str] | None = None, cwd=None, append: bool = False, extra=(),
-                timeout: float = 60.0) -> Process:
-    """Starts Envoy with `config_path`; with `port`, returns once that listener accepts."""
+                timeout: float = 60.0, admin: int | None = None, stdout_path=None) -> Process:
+    """Starts Envoy with `config_path`; with `port`, returns once that listener accepts; with
+    `admin` (its admin port), once the admin says LIVE (/ready). `stdout_path`: Envoy's stdout
+    (e.g. a stdout access log) there instead of in the log."""
     return Process(envoy_args(config_path, concurrency, log_level, extra), log_path, port=port,
-                   timeout=timeout, env=env, cwd=cwd, append=append)
+                   timeout=timeout, env=env, cwd=cwd, append=append, stdout_path=stdout_path,
+                   ready=(lambda: envoy_ready(admin)) if admin is not None else None)
+
+
+def validate_config(config_path, env: dict[str, str] | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """`envoy --mode validate -c config_path` (bytes output; exit 0 when Envoy accepts it)."""
+    return subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(config_path)], capture_output=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def admin_get(admin: int, path: str) -> str:
+    """GET `path` from the Envoy admin on 127.0.0.1:admin; the body as text."""
+    return http_get(admin, path)[2].decode()
+
+
+def admin_post(admin: int, path: str) -> str:
+    return http_request(admin, "POST", path, timeout=5.0)[2].decode()
+
+
+def envoy_ready(admin: int) -> bool:
+    """Whether the Envoy with its admin on 127.0.0.1:admin is LIVE (initialized, serving)."""
+    return http_get(admin, "/ready", timeout=2.0)[2].strip() == b"LIVE"
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,4 +14,7 @@ WASM = Path(os.environ.get("MLGATE_WASM") or RELEASE_WASM / "mlgate.wasm")
 FAULT_WASM = RELEASE_WASM / "mlgate-fault.wasm"
 EMPTY_WASM = RELEASE_WASM / "empty_filter.wasm"
 SIM = ROOT / "target" / "release" / "azureml-sim"
+# The mlgate command (`make cli`), and the OCI image layout `make oci` writes.
+MLGATE = ROOT / "target" / "release" / "mlgate"
+OCI_DIR = ROOT / "target" / "oci"
 AZURITE = ROOT / ".tools" / "node" / "node_modules" / ".bin" / "azurite-blob"
