@@ -5,7 +5,7 @@
 //! | `GET <path>…` | answer | key |
 //! |---|---|---|
 //! | `/` | the dashboard page (`assets/dashboard.html`) | no (it holds no data) |
-//! | `/dashboard.js` `/dashboard.css` | its script and style sheet | no |
+//! | `/dashboard.js` `/dashboard.css` `/favicon.svg` | its script, style sheet and icon | no |
 //! | `/reports/byApi` `/reports/byOperation` `/reports/byProduct` `/reports/bySubscription` | APIM's reports ([`crate::usage::report`]) | yes |
 //! | `/quotas` | every quota counter: calls and kilobytes in the current period, per subscription | yes |
 //!
@@ -26,6 +26,8 @@ use crate::usage::report::{self, push_str, Report};
 const PAGE: &str = include_str!("assets/dashboard.html");
 const SCRIPT: &str = include_str!("assets/dashboard.js");
 const STYLE: &str = include_str!("assets/dashboard.css");
+const ICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 4 4\"><rect width=\"3\" height=\"1\" fill=\"#2e7d32\"/>\
+                    <rect y=\"1.5\" width=\"2\" height=\"1\" fill=\"#ef6c00\"/><rect y=\"3\" width=\"1\" height=\"1\" fill=\"#c62828\"/></svg>";
 
 /// Scripts and styles from the dashboard's own files only, no inline code, requests to this
 /// origin only, never framed.
@@ -98,6 +100,8 @@ pub fn serve(gw: &Gateway, admin: &Admin, req: &Request<'_>, now_ms: u64, host: 
         b"/" | b"/index.html" => secure(asset("text/html; charset=utf-8", PAGE), false),
         b"/dashboard.js" => secure(asset("text/javascript; charset=utf-8", SCRIPT), false),
         b"/dashboard.css" => secure(asset("text/css; charset=utf-8", STYLE), false),
+        // The page's own icon, so a browser does not ask for /favicon.ico (an API call).
+        b"/favicon.svg" => secure(asset("image/svg+xml", ICON), false),
         _ if !authorized(admin, req) => secure(unauthorized(), true),
         b"/quotas" => secure(json(quotas(gw, now_ms, host)), true),
         _ => match sub.strip_prefix(b"/reports/").and_then(Report::from_name) {

@@ -27,6 +27,8 @@ class Recorder:
     def __init__(self, status: int = 200, body: bytes = b'{"ok":true}'):
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        # The status it answers; set it to make a healthy upstream fail from now on.
+        self.status = status
         recorder = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -70,7 +72,7 @@ class Recorder:
                         "body": data,
                         "time": time.time(),
                     })
-                self.send_response(status)
+                self.send_response(recorder.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()

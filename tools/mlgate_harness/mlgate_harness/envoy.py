@@ -148,11 +148,21 @@ def static_cluster(name: str, port: int, address: str = "127.0.0.1") -> dict:
     }
 
 
+# mlgate's usage metrics carry their labels in the stat name, `<label>=.=<value>;.;` (Istio's
+# encoding, what `extraStatTags` extracts); one stats tag per label makes them Prometheus labels:
+# `wasmcustom.api=.=azureml-demo;.;...;.;outcome=.=success;.;mlgate_calls` is
+# `mlgate_calls{api="azureml-demo",...,outcome="success"}` in /stats/prometheus.
+METRIC_LABELS = ("api", "operation", "product", "subscription", "outcome")
+STATS_TAGS = [{"tag_name": label, "regex": f"({label}=\\.=(.*?);\\.;)"} for label in METRIC_LABELS]
+
+
 def bootstrap(admin: int, listeners: list, clusters: list, *, node: dict | None = None, secrets: list | None = None,
               lds_path: str | None = None) -> dict:
-    """A bootstrap with an admin on 127.0.0.1:admin. With `lds_path`, listeners also come from
-    that file over LDS (Envoy watches its directory; replace the file to push an update)."""
+    """A bootstrap with an admin on 127.0.0.1:admin and mlgate's STATS_TAGS. With `lds_path`,
+    listeners also come from that file over LDS (Envoy watches its directory; replace the file
+    to push an update)."""
     b: dict = {"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+               "stats_config": {"stats_tags": STATS_TAGS},
                "static_resources": {"listeners": list(listeners), "clusters": list(clusters)}}
     if node:
         b["node"] = node
