@@ -156,7 +156,10 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
             // Our own copy of std's panic hook: say what happened in Envoy's log (the hook
             // that caught it answers the request).
             std::panic::set_hook(Box::new(|info| {
-                abi::log(abi::LOG_ERROR, &format!("mlgate: panic caught at the dynamic-module boundary: {info}"));
+                let p = info.payload();
+                let msg = p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str)).unwrap_or("");
+                let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+                abi::log(abi::LOG_ERROR, &format!("mlgate: panic caught at the dynamic-module boundary ({at}): {msg}"));
             }));
         });
         abi::log(

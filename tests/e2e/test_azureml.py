@@ -9,6 +9,9 @@ from mlgate_harness.blobclient import DEV_ACCOUNT, connection_string, get_url, p
 from conftest import SIM_KEY
 from harness import Envoy
 
+# Both forms of mlgate (the .wasm and the native module) pass the same suite.
+pytestmark = pytest.mark.forms("wasm", "native")
+
 KEY = {"Ocp-Apim-Subscription-Key": "alice-primary"}
 BASE = "/azureml-demo/workspaces/ws1/services/svc1"
 RRS_BODY = {"Inputs": {"input1": {"ColumnNames": ["Col2"], "Values": [["This is a good day"]]}}, "GlobalParameters": {}}
@@ -28,7 +31,7 @@ def config(sim_port: int, api_key: str = SIM_KEY) -> dict:
 
 
 @pytest.fixture(scope="module")
-def env(azurite, azureml_sim):
+def env(azurite, azureml_sim, form):
     e = Envoy(config(azureml_sim.port), azureml_sim.port, concurrency=2)
     yield e
     e.stop()

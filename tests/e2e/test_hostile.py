@@ -21,6 +21,10 @@ import mlgate_harness as mh
 from mlgate_harness import FAULT_WASM, ROOT
 from harness import Envoy, H2c, RawHttp1, Recorder, header_values, http1, listener, raw_request, simultaneous
 
+# Both forms of mlgate (the .wasm and the native module) pass the same suite; the
+# Wasm failure policy tests are the Wasm form's (test_native.py has the native form's panic tests).
+pytestmark = pytest.mark.forms("wasm", "native")
+
 KEY = "alice-key"
 KEY_HEADER = b"Ocp-Apim-Subscription-Key"
 RRS = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
@@ -70,7 +74,7 @@ def assert_no_trap(e: Envoy):
 
 
 @pytest.fixture(scope="module")
-def gw():
+def gw(form):
     """One gateway for the module: --concurrency 2, unmatched requests rejected."""
     up = Recorder()
     e = Envoy(config(), up.port, concurrency=2)
@@ -198,7 +202,8 @@ def test_every_high_byte_leaves_the_vm_alive(gw, client_class):
 
 
 def test_release_build_has_no_fault_injection(gw):
-    r = call(gw, {"x-mlgate-fault": "trap", "X-Test-Id": "no-fault"})
+    # The fault each test build reacts to: a trap in the .wasm, a panic in the native module.
+    r = call(gw, {"x-mlgate-fault": "panic" if gw.form == "native" else "trap", "X-Test-Id": "no-fault"})
     assert r.status == 200, r
     assert len(gw.up.find("no-fault")) == 1
     assert_no_trap(gw)
@@ -495,6 +500,7 @@ def trap(e: Envoy, upstream, tid: str):
         time.sleep(0.05)
 
 
+@pytest.mark.forms("wasm")
 def test_fail_reload_recreates_the_vm_and_counts_survive(upstream):
     """The shipped policy: after a trap Envoy answers 503 while it backs off (about 1.4 s in
     1.40), then a new VM serves, and the quota count carried on in the host's shared data."""
@@ -519,6 +525,7 @@ def test_fail_reload_recreates_the_vm_and_counts_survive(upstream):
         e.stop()
 
 
+@pytest.mark.forms("wasm")
 def test_fail_closed_answers_503_until_restart(upstream):
     """Why the shipped configs do not use FAIL_CLOSED (Envoy's default): a dead VM answers
     503 on its worker from then on."""
@@ -560,6 +567,7 @@ def shipped_configs() -> dict[str, dict]:
     return configs
 
 
+@pytest.mark.forms("wasm")
 def test_shipped_envoy_configs_use_remote_address_and_fail_reload():
     """use_remote_address: the client address (what `counter: "ip"` counts) is the TCP peer,
     not X-Forwarded-For. FAIL_RELOAD: a VM that failed is recreated, counts kept (above)."""

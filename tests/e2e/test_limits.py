@@ -10,6 +10,9 @@ import pytest
 
 from harness import Envoy, raw_request, simultaneous
 
+# Both forms of mlgate (the .wasm and the native module) pass the same suite.
+pytestmark = pytest.mark.forms("wasm", "native")
+
 RRS = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
 
 
