@@ -8,7 +8,7 @@ mod config_tests;
 mod gateway_tests;
 mod hostile_tests;
 mod limits_tests;
-mod rls_tests;
 mod portal_tests;
+mod rls_tests;
 mod time_tests;
 mod usage_tests;

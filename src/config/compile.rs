@@ -110,7 +110,8 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         let field = if per_subscription { "metrics.per_subscription" } else { "metrics" };
         ConfigError::new(field, format!("the usage metrics would need more than {n} label sets (at most {})", crate::usage::MAX_SLOTS))
     })?;
-    let admin = raw.admin.map(|a| crate::admin::compile(a.path, &a.key_sha256, &apis, portal.as_ref().map(|p| p.path.as_str()))).transpose()?;
+    let admin =
+        raw.admin.map(|a| crate::admin::compile(a.path, &a.key_sha256, &apis, portal.as_ref().map(|p| p.path.as_str()))).transpose()?;
     Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs, portal, usage, admin })
 }
 

@@ -238,7 +238,6 @@ pub fn header_value(map: u32, key: &str) -> Option<Vec<u8>> {
     (status == OK).then(|| take(data, len))
 }
 
-
 // --- gRPC calls and resuming a paused stream (fleet-wide limits, `host::rls`) ----------------
 
 #[link(wasm_import_module = "env")]
