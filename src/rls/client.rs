@@ -4,7 +4,7 @@
 
 use super::breaker::{Breaker, Gate};
 use super::settings::{OnFailure, RlsSettings};
-use super::wire::{self, Descriptor, Response, CODE_OK, CODE_OVER_LIMIT};
+use super::wire::{self, Response, CODE_OK, CODE_OVER_LIMIT};
 use super::{KEY_COUNTER, KEY_LIMIT, KEY_SUBSCRIPTION, QUOTA_BANDWIDTH};
 use crate::admit::{Identity, Limits, LocalLimits};
 use crate::limits::{DenialKind, Grant, Plan, RateLimitStatus, Spec, Store, Verdict};
@@ -38,37 +38,30 @@ fn limit_id(spec: &Spec<'_>, product: &str) -> String {
     }
 }
 
-/// One descriptor per limit of `plan`, in spec order (so statuses map back to limits).
-pub fn descriptors(plan: &Plan<'_, '_>, subscription: &str, product: &str) -> Vec<Descriptor> {
-    let mut out = Vec::with_capacity(plan.specs.len());
+/// The `RateLimitRequest` that checks and counts one call against `plan`: one descriptor per
+/// limit, in spec order (so statuses map back to limits).
+pub fn check_request(settings: &RlsSettings, plan: &Plan<'_, '_>, subscription: &str, product: &str) -> Vec<u8> {
+    let mut enc = wire::RequestEncoder::new(&settings.domain);
     for (spec, value) in plan.specs.iter().zip(plan.values.iter()) {
         let Some(spec) = spec else { continue };
-        let mut entries = vec![(KEY_LIMIT.to_string(), limit_id(spec, product))];
+        let id = limit_id(spec, product);
         match spec {
-            Spec::Rate(rl) if rl.counter != Counter::Subscription => entries.push((KEY_COUNTER.to_string(), counter_value(value))),
-            _ => entries.push((KEY_SUBSCRIPTION.to_string(), subscription.to_string())),
+            Spec::Rate(rl) if rl.counter != Counter::Subscription => {
+                enc.descriptor(&[(KEY_LIMIT, &id), (KEY_COUNTER, &counter_value(value))], None);
+            }
+            _ => enc.descriptor(&[(KEY_LIMIT, &id), (KEY_SUBSCRIPTION, subscription)], None),
         }
-        out.push(Descriptor { entries, hits_addend: None });
     }
-    out
-}
-
-/// The `RateLimitRequest` that checks and counts one call against `plan`.
-pub fn check_request(settings: &RlsSettings, plan: &Plan<'_, '_>, subscription: &str, product: &str) -> Vec<u8> {
-    wire::encode_request(&settings.domain, &descriptors(plan, subscription, product), 0)
+    enc.finish(0)
 }
 
 /// The `RateLimitRequest` that adds a response's body bytes to a bandwidth quota (sent after
 /// the response; it never denies).
 pub fn bandwidth_request(settings: &RlsSettings, subscription: &str, product: &str, bytes: u64) -> Vec<u8> {
-    let d = Descriptor {
-        entries: vec![
-            (KEY_LIMIT.to_string(), format!("{}{product}", super::BANDWIDTH_PREFIX)),
-            (KEY_SUBSCRIPTION.to_string(), subscription.to_string()),
-        ],
-        hits_addend: Some(bytes),
-    };
-    wire::encode_request(&settings.domain, &[d], 0)
+    let mut enc = wire::RequestEncoder::new(&settings.domain);
+    let id = format!("{}{product}", super::BANDWIDTH_PREFIX);
+    enc.descriptor(&[(KEY_LIMIT, &id), (KEY_SUBSCRIPTION, subscription)], Some(bytes));
+    enc.finish(0)
 }
 
 fn secs_of(s: &wire::Status) -> u64 {
@@ -78,13 +71,13 @@ fn secs_of(s: &wire::Status) -> u64 {
 /// The verdict an answer means for `plan`: the same APIM replies as a local decision.
 /// `None`: the answer says nothing usable (code UNKNOWN), which counts as a store failure.
 pub fn verdict(plan: &Plan<'_, '_>, resp: &Response) -> Option<Verdict> {
-    let specs: Vec<&Spec<'_>> = plan.specs.iter().flatten().collect();
+    let mut specs = plan.specs.iter().flatten();
     match resp.overall_code {
         CODE_OVER_LIMIT => {
             // The first limit over; without statuses, the first limit.
             let (spec, status) = match resp.statuses.iter().position(|s| s.code == CODE_OVER_LIMIT) {
-                Some(k) => (specs.get(k).copied(), resp.statuses.get(k)),
-                None => (specs.first().copied(), None),
+                Some(k) => (specs.nth(k), resp.statuses.get(k)),
+                None => (specs.next(), None),
             };
             let secs = status.map_or(1, secs_of).max(1);
             let v = match spec? {

@@ -86,39 +86,60 @@ fn bytes_field(out: &mut Vec<u8>, field: u32, b: &[u8]) {
 
 /// Encodes a `RateLimitRequest`.
 pub fn encode_request(domain: &str, descriptors: &[Descriptor], hits_addend: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64 + 64 * descriptors.len());
-    if !domain.is_empty() {
-        bytes_field(&mut out, 1, domain.as_bytes());
+    let mut e = RequestEncoder::new(domain);
+    for d in descriptors {
+        let entries: Vec<(&str, &str)> = d.entries.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        e.descriptor(&entries, d.hits_addend);
     }
-    let mut d = Vec::with_capacity(96);
-    let mut e = Vec::with_capacity(64);
-    for desc in descriptors {
-        d.clear();
-        for (k, v) in &desc.entries {
-            e.clear();
+    e.finish(hits_addend)
+}
+
+/// Writes a `RateLimitRequest` descriptor by descriptor, without building them first.
+pub struct RequestEncoder {
+    out: Vec<u8>,
+    d: Vec<u8>,
+    e: Vec<u8>,
+}
+
+impl RequestEncoder {
+    pub fn new(domain: &str) -> Self {
+        let mut out = Vec::with_capacity(256);
+        if !domain.is_empty() {
+            bytes_field(&mut out, 1, domain.as_bytes());
+        }
+        RequestEncoder { out, d: Vec::with_capacity(128), e: Vec::with_capacity(64) }
+    }
+
+    pub fn descriptor(&mut self, entries: &[(&str, &str)], hits_addend: Option<u64>) {
+        self.d.clear();
+        for (k, v) in entries {
+            self.e.clear();
             if !k.is_empty() {
-                bytes_field(&mut e, 1, k.as_bytes());
+                bytes_field(&mut self.e, 1, k.as_bytes());
             }
             if !v.is_empty() {
-                bytes_field(&mut e, 2, v.as_bytes());
+                bytes_field(&mut self.e, 2, v.as_bytes());
             }
-            bytes_field(&mut d, 1, &e);
+            bytes_field(&mut self.d, 1, &self.e);
         }
-        if let Some(h) = desc.hits_addend {
-            e.clear();
+        if let Some(h) = hits_addend {
+            self.e.clear();
             if h != 0 {
-                tag(&mut e, 1, 0);
-                varint(&mut e, h);
+                tag(&mut self.e, 1, 0);
+                varint(&mut self.e, h);
             }
-            bytes_field(&mut d, 3, &e);
+            bytes_field(&mut self.d, 3, &self.e);
         }
-        bytes_field(&mut out, 2, &d);
+        bytes_field(&mut self.out, 2, &self.d);
     }
-    if hits_addend != 0 {
-        tag(&mut out, 3, 0);
-        varint(&mut out, u64::from(hits_addend));
+
+    pub fn finish(mut self, hits_addend: u32) -> Vec<u8> {
+        if hits_addend != 0 {
+            tag(&mut self.out, 3, 0);
+            varint(&mut self.out, u64::from(hits_addend));
+        }
+        self.out
     }
-    out
 }
 
 /// A bounds-checked protobuf reader.
@@ -236,7 +257,7 @@ fn decode_limit(b: &[u8]) -> Result<CurrentLimit, Malformed> {
             (1, Value::Varint(n)) => l.requests_per_unit = u32_of(n),
             (2, Value::Varint(u)) => l.unit = u32_of(u),
             // Names are informational except mlgate's quota markers; invalid UTF-8 is dropped.
-            (3, Value::Bytes(s)) => l.name = String::from_utf8_lossy(s).into_owned(),
+            (3, Value::Bytes(s)) => l.name = String::from_utf8(s.to_vec()).unwrap_or_default(),
             (1..=3, _) => return Err(Malformed),
             _ => {}
         }
