@@ -6,7 +6,7 @@
 //! | `GET <path>…` | answer |
 //! |---|---|
 //! | `` `/` | the page (`assets/index.html`; the title and path escaped into it) |
-//! | `/portal.js` `/portal.css` | the script and the style sheet |
+//! | `/portal.js` `/portal.css` `/favicon.svg` | the script, the style sheet, the icon |
 //! | `/apis.json` | the catalog: APIs, their base URLs, products, limits and operations |
 //! | `/apis/<api id>/openapi.json` | the API's OpenAPI 3.0.1 export ([`openapi`]) |
 //! | `/subscription` | "My subscription": the caller's own subscription and its usage |
@@ -30,6 +30,7 @@ pub(crate) use json::escape_html;
 use json::Json;
 
 const PAGE: &str = include_str!("assets/index.html");
+const ICON: &str = include_str!("assets/favicon.svg");
 /// The script and style sheet, gzip-compressed (`make build` makes them from the sources next
 /// to them with `gzip -9n`; a test checks they are current). Every browser accepts gzip.
 const SCRIPT_GZ: &[u8] = include_bytes!("assets/portal.js.gz");
@@ -56,6 +57,9 @@ pub fn serve(gw: &Gateway, portal: &Portal, req: &Request<'_>, now_ms: u64, host
         b"" | b"/" | b"/index.html" => secure(page(portal), false),
         b"/portal.js" => secure(compressed("text/javascript; charset=utf-8", SCRIPT_GZ), false),
         b"/portal.css" => secure(compressed("text/css; charset=utf-8", STYLE_GZ), false),
+        b"/favicon.svg" => {
+            secure(Reply { status: 200, content_type: "image/svg+xml", headers: Vec::new(), body: ICON.into(), gzip_body: None }, false)
+        }
         b"/apis.json" => secure(json_reply(catalog(gw, portal, &origin(req))), true),
         b"/subscription" => secure(subscription(gw, req, now_ms, host), true),
         _ => match sub.strip_prefix(b"/apis/").and_then(|s| s.strip_suffix(b"/openapi.json")) {

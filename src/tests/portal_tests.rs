@@ -240,6 +240,7 @@ fn portal_paths_answer_locally_with_a_strict_csp() {
         ("/developer?x=1", "text/html; charset=utf-8"),
         ("/developer/portal.js", "text/javascript; charset=utf-8"),
         ("/developer/portal.css", "text/css; charset=utf-8"),
+        ("/developer/favicon.svg", "image/svg+xml"),
         ("/developer/apis.json", "application/json; charset=utf-8"),
         ("/developer/apis/azureml-demo/openapi.json", "application/json; charset=utf-8"),
     ] {

@@ -67,8 +67,17 @@
       : getJSON(api.openapi).then(function (s) { specs[api.id] = s; return s; });
   }
 
+  // 60 -> "minute", 604800 -> "week", 90 -> "90 seconds".
+  function period(s) {
+    var units = [[604800, 'week'], [86400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
+    for (var i = 0; i < units.length; i++) {
+      var n = s / units[i][0];
+      if (n >= 1 && n === Math.floor(n)) return n === 1 ? units[i][1] : n + ' ' + units[i][1] + 's';
+    }
+    return s + ' seconds';
+  }
   function limitText(l) {
-    var per = l.renewalPeriod + ' s';
+    var per = period(l.renewalPeriod);
     if (l.kind === 'quota') {
       var parts = [];
       if (l.calls !== null && l.calls !== undefined) parts.push(l.calls + ' calls');
@@ -355,7 +364,7 @@
             el('span', { id: 'try-status-text' }, r.statusText || ''), ' ',
             el('span', { class: 'muted' }, 'in ', el('span', { id: 'try-time' }, ms + ' ms'))),
           el('h3', null, 'Response headers'), code(respHeaders.join('\n'), { id: 'try-response-headers' }),
-          el('h3', null, 'Response content'), resultTables(text), code(pretty(text), { id: 'try-response-body' }));
+          el('h3', null, 'Response content'), el('div', null, resultTables(text)), code(pretty(text), { id: 'try-response-body' }));
       });
     }).catch(function (e) {
       result.replaceChildren(el('p', { class: 'error', id: 'try-error' }, 'The request failed: ' + e.message));
@@ -371,7 +380,7 @@
     return Object.keys(results).map(function (name) {
       var v = results[name] && results[name].value;
       if (!v || !Array.isArray(v.ColumnNames) || !Array.isArray(v.Values)) return null;
-      return el('div', null, el('p', null, el('strong', null, name)),
+      return el('div', { class: 'scroll' }, el('p', null, el('strong', null, name)),
         table(v.ColumnNames.map(String), v.Values.map(function (row) { return (Array.isArray(row) ? row : [row]).map(String); }),
           { class: 'results', 'data-output': name }));
     });
