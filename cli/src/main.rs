@@ -4,6 +4,7 @@
 //! - `mlgate key new` / `mlgate key hash`: subscription keys and their SHA-256 for
 //!   `primary_key_sha256` / `secondary_key_sha256`.
 //! - `mlgate envoy CONFIG.json`: a complete Envoy bootstrap with mlgate wired in.
+//! - `mlgate openapi CONFIG.json API_ID`: the API's OpenAPI export, as the portal serves it.
 
 mod bootstrap;
 
@@ -53,6 +54,23 @@ enum Command {
     /// The configuration is validated first (variables named by `api_key_env` need not be set
     /// here: Envoy passes them to the VM from its own environment via host_env_keys).
     Envoy(EnvoyArgs),
+    /// Print an API's OpenAPI 3.0.1 export (JSON), exactly as the developer portal serves it at
+    /// `<portal path>/apis/<API_ID>/openapi.json`.
+    ///
+    /// The configuration is validated first, as `envoy` does. The server URL is `--origin` plus
+    /// the API's path, or the path alone (a relative server URL) without `--origin`.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Args)]
+struct OpenapiArgs {
+    /// The plugin configuration (JSON); `-` reads standard input.
+    config: PathBuf,
+    /// The `id` of the API to export.
+    api_id: String,
+    /// Where clients reach the gateway, e.g. `https://gw.example.com` (no path).
+    #[arg(long, value_name = "SCHEME://HOST[:PORT]")]
+    origin: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -126,6 +144,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Key(KeyCommand::New) => key_new(),
         Command::Key(KeyCommand::Hash) => key_hash(),
         Command::Envoy(args) => envoy(&args),
+        Command::Openapi(args) => openapi(&args),
     }
 }
 
@@ -245,6 +264,24 @@ fn envoy(args: &EnvoyArgs) -> Result<(), Failure> {
         let _ = writeln!(std::io::stderr(), "mlgate: Envoy must run with {} set in its environment", summary.api_key_envs.join(", "));
     }
     out(&(text + "\n"))
+}
+
+fn openapi(args: &OpenapiArgs) -> Result<(), Failure> {
+    let json = read_input(&args.config)?;
+    let gateway = configure(&json, &AssumeSet)?;
+    let origin = match args.origin.as_deref().map(|o| o.trim_end_matches('/')) {
+        Some(o) if !(o.starts_with("https://") || o.starts_with("http://")) || o.contains(['?', '#']) => {
+            return Err(Failure::trouble(format!("--origin must be http(s)://host[:port], not {o:?}")));
+        }
+        o => o,
+    };
+    match mlgate::openapi(&gateway, &args.api_id, origin) {
+        Some(doc) => out(&(doc + "\n")),
+        None => {
+            let ids: Vec<&str> = gateway.apis.iter().map(|a| a.id.as_str()).collect();
+            Err(Failure::trouble(format!("no API with id {:?} (the configuration has {})", args.api_id, ids.join(", "))))
+        }
+    }
 }
 
 fn absolute(p: &PathBuf) -> PathBuf {
