@@ -22,6 +22,9 @@ BASE = "/azureml-demo/workspaces/ws1/services/svc1"
 RRS_BODY = {"Inputs": {"input1": {"ColumnNames": ["Col2"], "Values": [["This is a good day"]]}}, "GlobalParameters": {}}
 HOSTILE = '<img src=x onerror="window.__pwned=1">Gold & "friends"'
 
+# Both forms of mlgate (the .wasm and the native module) serve the same portal.
+pytestmark = pytest.mark.forms("wasm", "native")
+
 
 def sha(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
@@ -64,7 +67,7 @@ SECRETS = [ALICE, ALICE2, BOB, "carol-portal-key-1b2c", "dave-portal-key-4e4e", 
 
 
 @pytest.fixture(scope="module")
-def env(azurite, azureml_sim):
+def env(azurite, azureml_sim, form):
     e = Envoy(portal_config(azureml_sim.port), azureml_sim.port, concurrency=2)
     yield e
     e.stop()
@@ -281,6 +284,7 @@ def test_without_a_portal_section_there_is_no_portal(azureml_sim):
         e.stop()
 
 
+@pytest.mark.forms("wasm")
 def test_make_run_prints_the_portal_url():
     text = Path(ROOT / "envoy" / "run.py").read_text()
     assert "/developer/" in text

@@ -15,11 +15,14 @@ from test_portal import ALICE, HOSTILE, PORTAL, RRS_BODY, portal_config
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "target" / "artifacts" / "portal"
+# The portal as both forms of mlgate serve it (the .wasm and the native module).
+pytestmark = pytest.mark.forms("wasm", "native")
+
 INVALID = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
 
 
 @pytest.fixture(scope="module")
-def env(azurite, azureml_sim):
+def env(azurite, azureml_sim, form):
     e = Envoy(portal_config(azureml_sim.port), azureml_sim.port, concurrency=2)
     yield e
     e.stop()
@@ -36,7 +39,7 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, form):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     pg = ctx.new_page()
@@ -46,12 +49,14 @@ def page(browser):
     pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     pg.on("response", lambda r: problems.append(f"{r.status} for {r.url}") if r.status == 404 else None)
     pg.problems = problems
+    pg.form = form
     yield pg
     ctx.close()
 
 
 def shot(pg, name: str):
-    pg.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    form = "" if pg.form == "wasm" else f"{pg.form}-"
+    pg.screenshot(path=str(ARTIFACTS / f"{form}{name}.png"), full_page=True)
 
 
 def test_try_it_and_my_subscription_in_chromium(env, page):
