@@ -105,6 +105,14 @@ pub const STOP_ITERATION: u32 = 1;
 extern "C" {
     pub fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
 
+    pub fn envoy_dynamic_module_callback_http_get_header(
+        filter: FilterEnvoy,
+        header_type: u32,
+        key: Buffer,
+        result_buffer: *mut Buffer,
+        index: usize,
+        optional_size: *mut usize,
+    ) -> bool;
     pub fn envoy_dynamic_module_callback_http_get_headers_size(filter: FilterEnvoy, header_type: u32) -> usize;
     pub fn envoy_dynamic_module_callback_http_get_headers(filter: FilterEnvoy, header_type: u32, result_headers: *mut Header) -> bool;
     /// `value` with a null `ptr` removes the header.
@@ -140,6 +148,27 @@ extern "C" {
         label_names: *mut Buffer,
         label_names_length: usize,
         gauge_id_ptr: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        config: ConfigEnvoy,
+        name: Buffer,
+        label_names: *mut Buffer,
+        label_names_length: usize,
+        histogram_id_ptr: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_set_gauge(
+        filter: FilterEnvoy,
+        id: usize,
+        label_values: *mut Buffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
+        filter: FilterEnvoy,
+        id: usize,
+        label_values: *mut Buffer,
+        label_values_length: usize,
+        value: u64,
     ) -> u32;
     pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter: FilterEnvoy,
@@ -204,6 +233,18 @@ impl Filter {
         Some(pairs)
     }
 
+    /// The first value of one header, copied out.
+    pub fn header(&self, header_type: u32, key: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Buffer::NULL;
+        // SAFETY: live filter; key is read during the call; `out` is a live local Envoy writes
+        // one buffer descriptor into; the count is optional (null).
+        let ok = unsafe {
+            envoy_dynamic_module_callback_http_get_header(self.ptr, header_type, Buffer::of(key), &mut out, 0, std::ptr::null_mut())
+        };
+        // SAFETY: on success `out` is Envoy's buffer, valid until this hook returns; copied now.
+        (ok && !out.ptr.is_null()).then(|| unsafe { out.bytes() }.to_vec())
+    }
+
     /// Sets `key` to `value` (replacing every value), or removes it when `value` is `None`.
     pub fn set_header(&mut self, header_type: u32, key: &[u8], value: Option<&[u8]>) -> bool {
         let v = value.map_or(Buffer::NULL, Buffer::of);
@@ -259,6 +300,18 @@ impl Filter {
         ok.then(|| unsafe { out.bytes() }.to_vec())
     }
 
+    /// Sets a gauge defined (without labels) by the config this filter was created from.
+    pub fn set_gauge(&self, id: usize, value: u64) {
+        // SAFETY: live filter, created from the config that defined `id`; no labels.
+        unsafe { envoy_dynamic_module_callback_http_filter_set_gauge(self.ptr, id, std::ptr::null_mut(), 0, value) };
+    }
+
+    /// Records a value in a histogram defined (without labels) by this filter's config.
+    pub fn record_histogram(&self, id: usize, value: u64) {
+        // SAFETY: live filter, created from the config that defined `id`; no labels.
+        unsafe { envoy_dynamic_module_callback_http_filter_record_histogram_value(self.ptr, id, std::ptr::null_mut(), 0, value) };
+    }
+
     /// Adds `by` to a metric defined by the config this filter was created from.
     pub fn increment_metric(&self, id: usize, gauge: bool, by: u64) {
         // SAFETY: live filter, created from the config that defined `id`; no labels (null, 0),
@@ -271,6 +324,14 @@ impl Filter {
             }
         }
     }
+}
+
+/// Envoy's three metric types.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
 }
 
 /// The config pointer of a running `on_http_filter_config_new` (main thread).
@@ -288,18 +349,22 @@ impl ConfigCtx {
 
     /// Defines a counter (`gauge` false) or a gauge without labels; `None` if Envoy refused.
     pub fn define_metric(&self, name: &str, gauge: bool) -> Option<usize> {
+        self.define(name, if gauge { MetricKind::Gauge } else { MetricKind::Counter })
+    }
+
+    /// Defines a metric of `kind` without labels; `None` if Envoy refused.
+    pub fn define(&self, name: &str, kind: MetricKind) -> Option<usize> {
         let mut id = 0usize;
         let name = Buffer::of(name.as_bytes());
+        let define = match kind {
+            MetricKind::Counter => envoy_dynamic_module_callback_http_filter_config_define_counter,
+            MetricKind::Gauge => envoy_dynamic_module_callback_http_filter_config_define_gauge,
+            MetricKind::Histogram => envoy_dynamic_module_callback_http_filter_config_define_histogram,
+        };
         // SAFETY: live config during config_new (where abi.h lets metrics be defined); no
         // labels (null, 0 is allowed); `id` is a live local Envoy writes the id into; `name`
-        // is read during the call.
-        let r = unsafe {
-            if gauge {
-                envoy_dynamic_module_callback_http_filter_config_define_gauge(self.ptr, name, std::ptr::null_mut(), 0, &mut id)
-            } else {
-                envoy_dynamic_module_callback_http_filter_config_define_counter(self.ptr, name, std::ptr::null_mut(), 0, &mut id)
-            }
-        };
+        // is read during the call. The three definers share one signature.
+        let r = unsafe { define(self.ptr, name, std::ptr::null_mut(), 0, &mut id) };
         (r == METRICS_SUCCESS).then_some(id)
     }
 }

@@ -45,11 +45,17 @@ pub mod store;
 #[cfg(test)]
 mod tests;
 
-use abi::{ConfigCtx, Filter};
-use mlgate::{admit, export, record_bandwidth, Admission, Connection, Event, Events, Gateway, Outcome, ProcessEnv, Reply, Request};
+use abi::{ConfigCtx, Filter, MetricKind};
+use mlgate::local::{self, LocalHost};
+use mlgate::rls::LimitsStore;
+use mlgate::usage::{self, extremes::Extremes, Call, Kind, Update};
+use mlgate::{admit, export, record_bandwidth, Admission, Connection, Event, Events, Gateway, Outcome, ProcessEnv, Reply, Request, Store};
+use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Once};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Once, PoisonError};
+use std::time::Instant;
 use store::ProcessStore;
 
 /// The ABI version Envoy 1.40 implements; Envoy logs whether it matched its own.
@@ -109,10 +115,112 @@ impl Stats {
     }
 }
 
+/// One usage metric: Envoy's id, and for counters and gauges its value mirrored in the
+/// process, because the HTTP-filter ABI cannot read a stat back and the admin reports read
+/// them (the Wasm host asks Envoy with `proxy_get_metric`). Mirrors are shared by name, like
+/// Envoy's stats, so a reconfiguration carries the values on exactly as Envoy's do.
+struct Metric {
+    id: usize,
+    kind: MetricKind,
+    value: Option<Arc<AtomicU64>>,
+}
+
+/// Every mirror by metric name (process-wide, like Envoy's stat store).
+static MIRRORS: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The usage metrics of one configuration ([`mlgate::usage`]): each slot's metrics, defined
+/// at configure time, and the min/max extremes. Per request: a table lookup and the
+/// increments, no name formatted, nothing allocated.
+struct Usage {
+    /// `slots * usage::METRICS` cells.
+    cells: Vec<Option<Metric>>,
+    /// One view of the extremes for every worker: they share memory, so one view means fewer
+    /// store round trips than one per worker (the Wasm form's VMs cannot share).
+    extremes: Mutex<Extremes>,
+}
+
+impl Usage {
+    fn define(gw: &Gateway, ctx: &ConfigCtx) -> Usage {
+        let mut cells: Vec<Option<Metric>> = Vec::new();
+        cells.resize_with(gw.usage.len() * usage::METRICS, || None);
+        let mut mirrors = MIRRORS.lock().unwrap_or_else(PoisonError::into_inner);
+        for slot in 0..gw.usage.len() {
+            let Ok(slot32) = u32::try_from(slot) else { break };
+            for (i, kind, name) in gw.usage.definitions(gw, slot32) {
+                let kind = match kind {
+                    Kind::Counter => MetricKind::Counter,
+                    Kind::Gauge => MetricKind::Gauge,
+                    Kind::Histogram => MetricKind::Histogram,
+                };
+                let Some(id) = ctx.define(&name, kind) else { continue };
+                let value = (kind != MetricKind::Histogram).then(|| Arc::clone(mirrors.entry(name).or_default()));
+                if let Some(cell) = cells.get_mut(slot * usage::METRICS + i) {
+                    *cell = Some(Metric { id, kind, value });
+                }
+            }
+        }
+        Usage { cells, extremes: Mutex::new(Extremes::new(gw.usage.len())) }
+    }
+
+    fn metric(&self, slot: u32, index: usize) -> Option<&Metric> {
+        if index >= usage::METRICS {
+            return None;
+        }
+        self.cells.get((slot as usize).checked_mul(usage::METRICS)?.checked_add(index)?)?.as_ref()
+    }
+
+    /// Counts one finished call: up to eight updates, and the extremes (no store access
+    /// unless the call is outside what has been seen).
+    fn record(&self, f: &Filter, gw: &Gateway, call: &Call) {
+        for u in usage::updates(call) {
+            match u {
+                Update::Add(i, n) => {
+                    if let Some(m) = self.metric(call.slot, i) {
+                        f.increment_metric(m.id, m.kind == MetricKind::Gauge, n);
+                        if let Some(v) = &m.value {
+                            v.fetch_add(n, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Update::Record(i, v) => {
+                    if let Some(m) = self.metric(call.slot, i) {
+                        f.record_histogram(m.id, v);
+                    }
+                }
+            }
+        }
+        let mut ex = self.extremes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut gauge = |i: usize, v: u64| {
+            if let Some(m) = self.metric(call.slot, i) {
+                f.set_gauge(m.id, v);
+                if let Some(mirror) = &m.value {
+                    mirror.store(v, Ordering::Relaxed);
+                }
+            }
+        };
+        ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut ProcessStore, &mut gauge);
+    }
+}
+
 /// A filter configuration (one per `filter_config`), shared by every worker's streams.
 struct Config {
     gateway: Gateway,
     stats: Stats,
+    usage: Usage,
+}
+
+/// A judged call, measured for the usage metrics until the stream ends.
+struct Measure {
+    slot: u32,
+    start: Instant,
+    /// When the backend's response headers arrived (forwarded calls).
+    response_at: Option<Instant>,
+    status: u16,
+    request_bytes: u64,
+    response_bytes: u64,
+    /// Sent upstream: the status and response bytes come from the response; otherwise they
+    /// are mlgate's own reply's.
+    upstream: bool,
 }
 
 /// One HTTP stream.
@@ -124,6 +232,7 @@ struct Stream {
     response_headers: Vec<(String, String)>,
     /// A local reply was sent (never send a second one, even after a panic).
     replied: bool,
+    measure: Option<Measure>,
 }
 
 fn now_ms() -> u64 {
@@ -196,9 +305,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let started = std::time::Instant::now();
         match Gateway::from_json(json, &ProcessEnv) {
             Ok(gateway) => {
+                if let LimitsStore::Rls(_) = gateway.settings.limits_store {
+                    // Never count locally what the operator wants counted fleet-wide.
+                    abi::log(
+                        abi::LOG_ERROR,
+                        "invalid mlgate configuration: limits_store: the native form has no remote limit store yet \
+                         (use the Wasm form for limits_store.rls)",
+                    );
+                    return std::ptr::null();
+                }
                 // SAFETY: the config pointer of this running config_new, used only within it.
                 let ctx = unsafe { ConfigCtx::new(config_envoy) };
                 let stats = Stats::define(&ctx);
+                let usage = Usage::define(&gateway, &ctx);
                 abi::log(
                     abi::LOG_INFO,
                     &format!(
@@ -210,7 +329,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                         store::len()
                     ),
                 );
-                Arc::into_raw(Arc::new(Config { gateway, stats })).cast::<c_void>()
+                Arc::into_raw(Arc::new(Config { gateway, stats, usage })).cast::<c_void>()
             }
             Err(e) => {
                 // One line naming the field; never a value.
@@ -252,7 +371,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             Arc::increment_strong_count(ptr);
             Arc::from_raw(ptr)
         };
-        let st = Stream { config, bandwidth_of: None, body_bytes: 0, response_headers: Vec::new(), replied: false };
+        let st = Stream { config, bandwidth_of: None, body_bytes: 0, response_headers: Vec::new(), replied: false, measure: None };
         Box::into_raw(Box::new(st)).cast_const().cast::<c_void>()
     })
 }
@@ -293,12 +412,41 @@ impl Connection for Downstream<'_> {
     }
 }
 
+/// Sends mlgate's own reply; a measured call takes its status and body size from it.
 fn send_reply(f: &mut Filter, st: &mut Stream, r: &Reply) {
-    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(r.headers.len() + 1);
+    let mut headers: Vec<(&[u8], &[u8])> = Vec::with_capacity(r.headers.len() + 2);
     headers.push((b"content-type", r.content_type.as_bytes()));
     headers.extend(r.headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+    let body = match r.gzip_body {
+        Some(gz) => {
+            headers.push((b"content-encoding", b"gzip"));
+            gz
+        }
+        None => r.body.as_bytes(),
+    };
     st.replied = true;
-    f.send_response(r.status, &headers, r.body.as_bytes(), "mlgate");
+    if let Some(m) = st.measure.as_mut() {
+        m.status = r.status;
+        m.response_bytes = r.body.len() as u64;
+    }
+    f.send_response(r.status, &headers, body, "mlgate");
+}
+
+/// What local endpoints (portal, admin) read: the process table, which they only read, and
+/// the usage metrics' mirrors.
+struct NativeLocal<'u> {
+    store: ProcessStore,
+    usage: &'u Usage,
+}
+
+impl LocalHost for NativeLocal<'_> {
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+
+    fn metric(&mut self, slot: u32, index: usize) -> Option<u64> {
+        Some(self.usage.metric(slot, index)?.value.as_ref()?.load(Ordering::Relaxed))
+    }
 }
 
 /// When the gateway could not judge or rewrite a request: never forward it.
@@ -314,7 +462,10 @@ fn panic_reply() -> Reply {
 
 /// What the request hook decided while Envoy's header buffers were borrowed; applied after.
 enum Plan<'g> {
-    Reply(Reply),
+    /// A local endpoint's answer (not an API call: never measured, never exported).
+    Local(Reply),
+    /// A refusal, with the filter state that records what it was matched to.
+    Reply(Reply, Vec<(&'static str, String)>),
     Strip([Option<&'g str>; 2]),
     Forward {
         edits: Vec<edits::Edit>,
@@ -374,26 +525,80 @@ fn on_request_headers(f: &mut Filter, st: &mut Stream) -> u32 {
                 panic!("x-mlgate-fault: panic");
             }
         }
-        let Admission { outcome, events } = admit(gw, &req, now_ms(), &mut Downstream(f), &mut ProcessStore);
-        config.stats.count(f, &events);
-        match outcome {
-            Outcome::Reply(r) => Plan::Reply(r),
-            Outcome::PassThrough { strip } => Plan::Strip(strip),
-            Outcome::Forward(fwd) => {
-                let mut upstream = Vec::with_capacity(headers.len() + 3);
-                fwd.upstream_headers(gw, &req, &mut upstream);
-                Plan::Forward {
-                    edits: edits::diff(&headers, &upstream),
-                    exports: export::properties(gw.settings.export_metadata, &fwd.identity),
-                    response_headers: fwd.response_headers(gw),
-                    bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index),
-                }
-            }
+        // One clock reading: the decision's time and the start of the call's apiTime.
+        let (start, now) = (Instant::now(), now_ms());
+        // Local endpoints (portal, admin) answer here: never forwarded, never counted.
+        // Without any in the configuration this is the one check the request pays.
+        let local_reply =
+            if local::any(gw) { local::serve(gw, &req, now, &mut NativeLocal { store: ProcessStore, usage: &config.usage }) } else { None };
+        if let Some(r) = local_reply {
+            Plan::Local(r)
+        } else {
+            judge(f, st, &config, &headers, &req, start, now)
         }
     };
     // Envoy's header buffers are no longer borrowed: the map may change from here on.
+    apply(f, st, plan)
+}
+
+/// `admit`, and what to do with its outcome (while the request headers are borrowed).
+fn judge<'g>(
+    f: &Filter,
+    st: &mut Stream,
+    config: &'g Config,
+    headers: &[(&[u8], &[u8])],
+    req: &Request<'_>,
+    start: Instant,
+    now: u64,
+) -> Plan<'g> {
+    let gw = &config.gateway;
+    let Admission { outcome, events } = admit(gw, req, now, &mut Downstream(f), &mut ProcessStore);
+    config.stats.count(f, &events);
+    st.measure = events.usage.map(|slot| Measure {
+        slot,
+        start,
+        response_at: None,
+        status: 0,
+        request_bytes: 0,
+        response_bytes: 0,
+        upstream: false,
+    });
+    match outcome {
+        // The access log's record of a refusal: what it was matched to.
+        Outcome::Reply(r) => Plan::Reply(r, export::refused(gw, &events.matched, gw.settings.export_metadata)),
+        Outcome::PassThrough { strip } => Plan::Strip(strip),
+        Outcome::Forward(fwd) => {
+            let mut upstream = Vec::with_capacity(headers.len() + 3);
+            fwd.upstream_headers(gw, req, &mut upstream);
+            Plan::Forward {
+                edits: edits::diff(headers, &upstream),
+                exports: export::properties(gw.settings.export_metadata, &fwd.identity),
+                response_headers: fwd.response_headers(gw),
+                bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index),
+            }
+        }
+    }
+}
+
+fn set_exports(f: &Filter, exports: &[(&'static str, String)]) {
+    for (name, value) in exports {
+        // The Wasm form's property names (`wasm.mlgate`, ...), so access-log formats and
+        // later filters read the match the same way with either form.
+        let mut key = String::with_capacity(5 + name.len());
+        key.push_str("wasm.");
+        key.push_str(name);
+        f.set_filter_state(&key, value.as_bytes());
+    }
+}
+
+fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
     match plan {
-        Plan::Reply(r) => {
+        Plan::Local(r) => {
+            send_reply(f, st, &r);
+            abi::STOP_ITERATION
+        }
+        Plan::Reply(r, exports) => {
+            set_exports(f, &exports);
             send_reply(f, st, &r);
             abi::STOP_ITERATION
         }
@@ -420,13 +625,9 @@ fn on_request_headers(f: &mut Filter, st: &mut Stream) -> u32 {
             // The route is chosen again for the rewritten :authority and :path (as the Wasm
             // host's header edits make Envoy do).
             f.clear_route_cache();
-            for (name, value) in &exports {
-                // The Wasm form's property names (`wasm.mlgate`, ...), so access-log formats
-                // and later filters read the match the same way with either form.
-                let mut key = String::with_capacity(5 + name.len());
-                key.push_str("wasm.");
-                key.push_str(name);
-                f.set_filter_state(&key, value.as_bytes());
+            set_exports(f, &exports);
+            if let Some(m) = st.measure.as_mut() {
+                m.upstream = true;
             }
             st.response_headers = response_headers;
             st.bandwidth_of = bandwidth_of;
@@ -441,9 +642,22 @@ fn add_body(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void, body_t
     guard((), || {
         // SAFETY: this hook's filter and stream pointers.
         let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
-        if let Some(st) = st {
-            if st.bandwidth_of.is_some() {
-                st.body_bytes = st.body_bytes.saturating_add(f.body_size(body_type) as u64);
+        let Some(st) = st else { return };
+        let response = body_type == abi::RECEIVED_RESPONSE_BODY;
+        // A reply of mlgate's own was counted whole when it was sent.
+        let measured = st.measure.as_ref().is_some_and(|m| !response || m.upstream);
+        if st.bandwidth_of.is_none() && !measured {
+            return;
+        }
+        let n = f.body_size(body_type) as u64;
+        if st.bandwidth_of.is_some() {
+            st.body_bytes = st.body_bytes.saturating_add(n);
+        }
+        if let Some(m) = st.measure.as_mut().filter(|_| measured) {
+            if response {
+                m.response_bytes = m.response_bytes.saturating_add(n);
+            } else {
+                m.request_bytes = m.request_bytes.saturating_add(n);
             }
         }
     })
@@ -485,6 +699,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         // SAFETY: this hook's filter and stream pointers.
         let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         if let Some(st) = st {
+            if let Some(m) = st.measure.as_mut().filter(|m| m.upstream) {
+                // The backend answered (or Envoy did for it): serviceTime ends, the status is set.
+                m.response_at = Some(Instant::now());
+                m.status = f.header(abi::RESPONSE_HEADER, b":status").and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()).unwrap_or(0);
+            }
             for (k, v) in std::mem::take(&mut st.response_headers) {
                 f.add_header(abi::RESPONSE_HEADER, k.as_bytes(), v.as_bytes());
             }
@@ -501,12 +720,24 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(fil
         // SAFETY: this hook's filter and stream pointers.
         let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         let Some(st) = st else { return };
+        let config = Arc::clone(&st.config);
+        if let Some(m) = st.measure.take() {
+            let call = Call {
+                slot: m.slot,
+                status: m.status,
+                request_bytes: m.request_bytes,
+                response_bytes: m.response_bytes,
+                api_time_us: u64::try_from(m.start.elapsed().as_micros()).unwrap_or(u64::MAX),
+                service_time_us: m.response_at.map(|t| u64::try_from(t.duration_since(m.start).as_micros()).unwrap_or(u64::MAX)),
+            };
+            config.usage.record(&f, &config.gateway, &call);
+        }
         let Some(sub) = st.bandwidth_of.take() else { return };
         if st.body_bytes == 0 {
             return;
         }
-        let events = record_bandwidth(&st.config.gateway, sub, st.body_bytes, now_ms(), &mut ProcessStore);
-        st.config.stats.count(&f, &events);
+        let events = record_bandwidth(&config.gateway, sub, st.body_bytes, now_ms(), &mut ProcessStore);
+        config.stats.count(&f, &events);
     })
 }
 

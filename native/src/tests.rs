@@ -49,6 +49,28 @@ extern "C" fn envoy_dynamic_module_callback_log(level: u32, message: Buffer) {
     fake(|f| f.logs.push((level, m)));
 }
 
+thread_local! {
+    static ONE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_get_header(
+    _f: abi::FilterEnvoy,
+    t: u32,
+    key: Buffer,
+    out: *mut Buffer,
+    index: usize,
+    _n: *mut usize,
+) -> bool {
+    let k = unsafe { owned(key) };
+    let v = fake(|f| map(t)(f).iter().filter(|(n, _)| *n == k).nth(index).map(|(_, v)| v.clone()));
+    ONE.with(|one| {
+        *one.borrow_mut() = v.clone().unwrap_or_default();
+        unsafe { *out = if v.is_some() { Buffer::of(&one.borrow()) } else { Buffer::NULL } };
+    });
+    true
+}
+
 #[no_mangle]
 extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(_f: abi::FilterEnvoy, t: u32) -> usize {
     fake(|f| map(t)(f).len())
@@ -173,6 +195,42 @@ extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
 ) -> u32 {
     assert_eq!(n, 0);
     define(name, true, id)
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+    _c: abi::ConfigEnvoy,
+    name: Buffer,
+    _l: *mut Buffer,
+    n: usize,
+    id: *mut usize,
+) -> u32 {
+    assert_eq!(n, 0);
+    define(name, false, id)
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_set_gauge(
+    _f: abi::FilterEnvoy,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    v: u64,
+) -> u32 {
+    fake(|f| f.metrics.insert(id, v));
+    abi::METRICS_SUCCESS
+}
+
+#[no_mangle]
+extern "C" fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
+    _f: abi::FilterEnvoy,
+    id: usize,
+    _l: *mut Buffer,
+    _n: usize,
+    _v: u64,
+) -> u32 {
+    fake(|f| *f.metrics.entry(id).or_default() += 1);
+    abi::METRICS_SUCCESS
 }
 
 #[no_mangle]

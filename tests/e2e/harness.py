@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -256,6 +257,16 @@ class Envoy:
             if k == name:
                 return int(v)
         return None
+
+    def prometheus_text(self) -> str:
+        """/stats/prometheus with mlgate's metric names as the Wasm form has them: Envoy 1.40
+        prints a dynamic module's stats with its namespace as a prefix
+        (`envoy_dynamicmodulescustom_mlgate_calls{...}`), where it drops the Wasm one's
+        (`mlgate_calls{...}`). Labels are the same."""
+        text = self.admin_get("/stats/prometheus")
+        if self.form == "native":
+            text = re.sub(r"(?m)^(# (?:TYPE|HELP) )?envoy_dynamicmodulescustom_", r"\1", text)
+        return text
 
     def reconfigure(self, plugin_config, expect: str = "success", timeout: float = 30):
         """Pushes a new plugin configuration over LDS and waits until Envoy applied it

@@ -23,6 +23,9 @@ import yaml
 import mlgate_harness as mh
 from harness import Envoy, Recorder, free_port
 
+# Both forms of mlgate (the .wasm and the native module) pass the same suite.
+pytestmark = pytest.mark.forms("wasm", "native")
+
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "admin-key-for-the-usage-test-0123456789"
 KEYS = {"alice": "alice-usage-key", "carl": "carl-usage-key", "bob": "bob-usage-key"}
@@ -69,7 +72,7 @@ LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 def prometheus(e: Envoy) -> dict[tuple, float]:
     """/stats/prometheus as {(name, frozenset(labels)): value}."""
     out = {}
-    for line in e.admin_get("/stats/prometheus").splitlines():
+    for line in e.prometheus_text().splitlines():
         if line.startswith("#") or not line.strip():
             continue
         m = LINE.match(line)
@@ -159,7 +162,7 @@ TOTAL = 15
 
 
 @pytest.fixture(scope="module")
-def gateway():
+def gateway(form):
     upstream = Recorder()
     e = Envoy(config(), upstream.port, concurrency=2)
     try:
@@ -191,7 +194,7 @@ def test_calls_by_api_operation_product_and_outcome_are_prometheus_labels(gatewa
     expected = {slot | {("outcome", outcome)}: n for (slot, outcome), n in mix.calls.items()}
     assert calls == expected
     # The issue's example, as Prometheus prints it.
-    text = e.admin_get("/stats/prometheus")
+    text = e.prometheus_text()
     assert 'mlgate_calls{api="azureml-demo",operation="rrs-execute",product="starter",outcome="success"} 3' in text
     assert 'mlgate_calls{api="azureml-demo",operation="rrs-execute",product="unlimited",outcome="failed"} 1' in text
     # Every series of the per-outcome metrics carries its outcome; the zero ones too.
@@ -414,6 +417,7 @@ def demo_hcm() -> dict:
     return mh.http_connection_managers(demo())[0]
 
 
+@pytest.mark.forms("wasm")
 def test_shipped_configs_carry_the_same_stats_tags():
     tags = lambda lst: sorted((t["tag_name"], t["regex"]) for t in lst)
     want = tags(demo()["stats_config"]["stats_tags"])
@@ -432,6 +436,7 @@ def test_shipped_configs_carry_the_same_stats_tags():
     assert cli_log == demo_log
 
 
+@pytest.mark.forms("wasm")
 def test_json_access_log_of_the_demo_config(tmp_path):
     """The demo's log format (envoy/demo.yaml), to a file: one JSON object per request."""
     upstream = Recorder()
