@@ -21,7 +21,6 @@ mod json;
 pub mod openapi;
 
 use crate::admit::Request;
-use crate::keys::query_decode;
 use crate::limits::{self, Spec, Usage};
 use crate::local::LocalHost;
 use crate::model::{Api, Counter, Gateway, Portal, Quota, RateLimit, SubscriptionState};
@@ -64,7 +63,8 @@ pub fn serve(gw: &Gateway, portal: &Portal, req: &Request<'_>, now_ms: u64, host
         b"/subscription" => secure(subscription(gw, req, now_ms, host), true),
         _ => match sub.strip_prefix(b"/apis/").and_then(|s| s.strip_suffix(b"/openapi.json")) {
             Some(id) => {
-                let id = query_decode(id);
+                // A path segment: %XX decoded, '+' is itself (catalog links encode every id byte).
+                let id: Vec<u8> = percent_encoding::percent_decode(id).collect();
                 let doc = std::str::from_utf8(&id).ok().and_then(|id| openapi::openapi(gw, id, Some(&origin(req))));
                 secure(doc.map_or_else(reply::not_found, json_reply), true)
             }

@@ -264,12 +264,12 @@ fn portal_paths_answer_locally_with_a_strict_csp() {
     }
     // An id is percent-decoded, so any id the config allows can be exported.
     let mut cfg = with_portal(demo());
-    cfg["apis"][1]["id"] = json!("other api/v2");
-    cfg["products"][1]["apis"] = json!(["azureml-demo", "other api/v2"]);
+    cfg["apis"][1]["id"] = json!("other api/v2+");
+    cfg["products"][1]["apis"] = json!(["azureml-demo", "other api/v2+"]);
     let gw2 = gateway(&cfg);
     let cat = ok_json(get(&gw2, &store, "GET", "/developer/apis.json", &[], T0));
-    assert_eq!(cat["apis"][1]["openapi"], "/developer/apis/other%20api%2Fv2/openapi.json");
-    let doc = ok_json(get(&gw2, &store, "GET", "/developer/apis/other%20api%2Fv2/openapi.json", &[], T0));
+    assert_eq!(cat["apis"][1]["openapi"], "/developer/apis/other%20api%2Fv2%2B/openapi.json");
+    let doc = ok_json(get(&gw2, &store, "GET", "/developer/apis/other%20api%2Fv2%2B/openapi.json", &[], T0));
     assert_eq!(doc["servers"][0]["url"], "https://gw.example/other");
     // Not under the portal: not local.
     for path in ["/developers", "/develope", "/", RRS, "/azureml-demo/developer"] {
