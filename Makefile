@@ -174,6 +174,16 @@ src/portal/assets/%.gz: src/portal/assets/%
 
 build build-fault: portal-assets
 
+# The usage dashboard's script and style sheet, served gzip-compressed like the portal's.
+ADMIN_GZ := src/admin/assets/dashboard.js.gz src/admin/assets/dashboard.css.gz
+.PHONY: admin-assets
+admin-assets: $(ADMIN_GZ)
+
+src/admin/assets/%.gz: src/admin/assets/%
+	gzip -9nc $< > $@.tmp && mv $@.tmp $@
+
+build build-fault: admin-assets
+
 # A real browser for the portal's test (and the usage dashboard's): Debian's chromium, driven by
 # Playwright from PyPI (its driver ships in the wheel; tests launch /usr/bin/chromium, no browser
 # is ever downloaded).

@@ -500,7 +500,8 @@ fn admin_endpoints() {
     assert!(csp(&page).unwrap().starts_with("default-src 'none'; script-src 'self'"));
     let js = serve(&gw, "GET", "/mlgate-admin/dashboard.js", None, &m, &store).unwrap();
     assert_eq!((js.status, js.content_type), (200, "text/javascript; charset=utf-8"));
-    assert!(!js.body.contains("innerHTML"));
+    assert!(js.gzip_body.is_some_and(|g| g.starts_with(&[0x1f, 0x8b])));
+    assert!(!include_str!("../admin/assets/dashboard.js").contains("innerHTML"));
     let redirect = serve(&gw, "GET", "/mlgate-admin", None, &m, &store).unwrap();
     assert_eq!(redirect.status, 308);
     assert!(redirect.headers.contains(&("location".to_string(), "/mlgate-admin/".to_string())));
@@ -596,4 +597,27 @@ fn admin_path_must_be_its_own() {
     cfg["admin"] = json!({"path": "/mlgate-admin", "key_sha256": sha_hex(ADMIN_KEY), "extra": 1});
     assert!(crate::model::Gateway::from_json(cfg.to_string().as_bytes(), &super::support::Env(vec![])).is_err());
     assert!(!local::any(&gateway(&demo())));
+}
+
+/// The script and style sheet are served gzip-compressed from `.gz` files next to their
+/// sources (`make admin-assets`, part of `make build`): they must decompress to the sources.
+#[cfg(not(target_arch = "wasm32"))]
+#[test]
+fn compressed_dashboard_assets_are_the_current_sources() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let assets: [(&str, &[u8]); 2] = [
+        (include_str!("../admin/assets/dashboard.js"), include_bytes!("../admin/assets/dashboard.js.gz")),
+        (include_str!("../admin/assets/dashboard.css"), include_bytes!("../admin/assets/dashboard.css.gz")),
+    ];
+    for (source, gz) in assets {
+        let mut child = Command::new("gzip").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let gz = gz.to_vec();
+        let writer = std::thread::spawn(move || stdin.write_all(&gz));
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(out.status.success());
+        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in src/admin/assets is stale: run `make admin-assets`");
+    }
 }

@@ -495,10 +495,12 @@ def cells(page, table_id: str) -> list[dict]:
         "rows => rows.map(r => Object.fromEntries([...r.querySelectorAll('td[data-key]')].map(td => [td.dataset.key, td.textContent])))")
 
 
-def test_dashboard_shows_the_mix_in_chromium(gateway):
+def test_dashboard_shows_the_mix_in_chromium(gateway, form):
     from playwright.sync_api import sync_playwright
     e, _, mix = gateway
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    # Screenshots per form: target/artifacts/dashboard/<form>/NN-step.png.
+    shots = ARTIFACTS / form
+    shots.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{e.port}/mlgate-admin/"
     by_api = admin(e, "/reports/byApi").json()["value"][0]
     with sync_playwright() as pw:
@@ -512,7 +514,7 @@ def test_dashboard_shows_the_mix_in_chromium(gateway):
                     if m.type == "error" and "Failed to load resource" not in m.text else None)
             page.on("pageerror", lambda err: problems.append(str(err)))
             page.goto(base)
-            page.screenshot(path=str(ARTIFACTS / "01-key.png"), full_page=True)
+            page.screenshot(path=str(shots / "01-key.png"), full_page=True)
 
             # A wrong key: refused, nothing shown.
             page.fill("#key", "wrong-key")
@@ -520,13 +522,13 @@ def test_dashboard_shows_the_mix_in_chromium(gateway):
             page.wait_for_selector("#status.error")
             assert page.text_content("#status") == "The admin key was refused (401)."
             assert page.is_hidden("#main")
-            page.screenshot(path=str(ARTIFACTS / "02-wrong-key.png"), full_page=True)
+            page.screenshot(path=str(shots / "02-wrong-key.png"), full_page=True)
 
             page.fill("#key", ADMIN_KEY)
             page.click("#load")
             page.wait_for_selector("#byApi-table tbody tr")
             page.wait_for_selector("#quotas table")
-            page.screenshot(path=str(ARTIFACTS / "03-reports.png"), full_page=True)
+            page.screenshot(path=str(shots / "03-reports.png"), full_page=True)
 
             api_rows = cells(page, "byApi-table")
             assert len(api_rows) == 1
@@ -561,7 +563,7 @@ def test_dashboard_shows_the_mix_in_chromium(gateway):
             assert page.get_attribute("#byOperation-table th:has(button[data-key=callCountTotal])", "aria-sort") == "descending"
             page.click("#byOperation-table th button[data-key=callCountTotal]")
             assert [r["name"] for r in cells(page, "byOperation-table")][-1] == "RRS Execute"
-            page.screenshot(path=str(ARTIFACTS / "04-sorted.png"), full_page=True)
+            page.screenshot(path=str(shots / "04-sorted.png"), full_page=True)
 
             # No CSP violation, no script error; the key never reached the page's text.
             assert problems == []
