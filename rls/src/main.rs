@@ -3,7 +3,7 @@
 use clap::Parser;
 use mlgate::rls::Resolver;
 use mlgate::{Environment, Gateway};
-use mlgate_rls::service::{Counters, RateLimitServiceServer, Service};
+use mlgate_rls::service::{Counters, RateLimitServiceServer, Service, Stripes};
 use mlgate_rls::store::Redis;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
     let gateway: &'static Gateway = Box::leak(Box::new(gateway));
     let resolver = Arc::new(Resolver::new(gateway));
     let counters = Arc::new(Counters::default());
-    let service = Service { resolver, redis, counters: counters.clone() };
+    let service = Service { resolver, redis, counters: counters.clone(), stripes: Arc::new(Stripes::new(256)) };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build() {
         Ok(r) => r,

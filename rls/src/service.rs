@@ -36,6 +36,28 @@ pub struct Service {
     pub resolver: Arc<Resolver<'static>>,
     pub redis: Arc<Redis>,
     pub counters: Arc<Counters>,
+    pub stripes: Arc<Stripes>,
+}
+
+/// Decisions on one subscription are serialized within this process (striped locks by
+/// subscription): racing requests then meet in Redis only across mlgate-rls instances, not
+/// as a storm of CAS retries from one. Correctness never depends on it (the CAS does that).
+pub struct Stripes(Vec<std::sync::Mutex<()>>);
+
+impl Stripes {
+    pub fn new(n: usize) -> Stripes {
+        Stripes((0..n.max(1)).map(|_| std::sync::Mutex::new(())).collect())
+    }
+
+    fn lock(&self, descriptors: &[Descriptor]) -> Option<std::sync::MutexGuard<'_, ()>> {
+        use std::hash::{Hash, Hasher};
+        let who = descriptors.iter().flat_map(|d| d.entries.iter()).find(|(k, _)| k == mlgate::rls::KEY_SUBSCRIPTION);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        who.map(|(_, v)| v.as_str()).unwrap_or_default().hash(&mut h);
+        let i = usize::try_from(h.finish() % self.0.len().max(1) as u64).unwrap_or(0);
+        // A poisoned stripe (a panicking decision) still serializes.
+        self.0.get(i).map(|m| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 fn now_ms() -> u64 {
@@ -97,8 +119,9 @@ impl rls::rate_limit_service_server::RateLimitService for Service {
                 return Err(tonic::Status::invalid_argument(m));
             }
         };
-        let (resolver, redis) = (self.resolver.clone(), self.redis.clone());
+        let (resolver, redis, stripes) = (self.resolver.clone(), self.redis.clone(), self.stripes.clone());
         let decided = tokio::task::spawn_blocking(move || {
+            let _serial = stripes.lock(&descriptors);
             CONN.with(|c| {
                 let Ok(mut conn) = c.try_borrow_mut() else { return (Err(ServeError::Store), None) };
                 let mut store = RedisStore::new(&redis, &mut conn);
