@@ -77,6 +77,11 @@ BES (batch), input already uploaded to Azurite as /demo/input.csv:
 Without a key (401), or bob's key (Unlimited product, stored only as its SHA-256):
   curl -si -X POST '{gw}/execute?api-version=2.0&details=true' -d '{{}}'
   curl -s -X POST '{gw}/execute?api-version=2.0&details=true' -H 'Ocp-Apim-Subscription-Key: bob-demo-key' -d '{rrs}'
+
+Usage (this Envoy since it started): the dashboard (admin key demo-admin-key), APIM's reports, Prometheus:
+  http://127.0.0.1:8080/mlgate-admin/
+  curl -s http://127.0.0.1:8080/mlgate-admin/reports/byApi -H 'Authorization: Bearer demo-admin-key'
+  curl -s http://127.0.0.1:9901/stats/prometheus | grep '^mlgate_calls'
 """, flush=True)
     while all(p.poll() is None for p in procs):
         time.sleep(0.5)
