@@ -20,6 +20,7 @@ help:
 	@echo "make run    - install what is missing, build, start azureml-sim + Azurite + Envoy with mlgate"
 	@echo "make test   - every test: unit (native + wasm32) and end-to-end in a real Envoy"
 	@echo "make bench  - the side-by-side benchmark (bench/results/)"
+	@echo "make run-fleet - redis-server + mlgate-rls + two Envoys (:8080, :8082) sharing one count"
 
 # --- installs (each guarded, so re-running is cheap) -------------------------------------------
 .PHONY: rust-targets
@@ -199,3 +200,24 @@ portal-deps: $(VENV)/.ok
 	  $(VENV)/bin/pip install -q --disable-pip-version-check openapi-core==0.23.1 openapi-spec-validator==0.8.5
 
 test-e2e: browser-deps portal-deps
+
+
+# --- fleet-wide limits (issue 9): mlgate-rls over Debian's redis-server --------------------------
+RLS_BIN := target/release/mlgate-rls
+.PHONY: rls rls-deps run-fleet
+
+# Debian's redis-server: the store mlgate-rls counts in (its unit tests start one on loopback).
+rls-deps:
+	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
+
+# target/release/mlgate-rls: the RLS v3 service (the same core's limits over Redis).
+rls:
+	cargo build --release -p mlgate-rls
+
+test-unit: rls-deps
+test-e2e: rls rls-deps
+bench: rls rls-deps
+
+# redis-server + mlgate-rls + two Envoys (:8080, :8082) with the demo configuration, one count.
+run-fleet: deps build rls rls-deps
+	$(PY) envoy/fleet.py
