@@ -11,7 +11,7 @@
 //!   changed one gets a `_v2` name (1.40 already exports `…_log_v2` beside `…_log`);
 //! - the binary: every callback below is an exported symbol of the 1.40 binary (`nm -D`), and
 //!   its disassembly reads exactly the argument registers this declaration passes (see
-//!   native/README.md, "How the ABI was checked");
+//!   native/README.md, "The ABI and how it was checked", a table of every callback);
 //! - behaviour: each one is exercised by an e2e test in a real 1.40 that fails if the
 //!   signature or an enum value were wrong (tests/e2e/test_native.py names them).
 //!

@@ -38,10 +38,11 @@ HOOKS = {"envoy_dynamic_module_on_program_init"} | {
         "downstream_below_write_buffer_low_watermark")}
 # The callbacks native/src/abi.rs declares, and so the only Envoy symbols the module needs.
 CALLBACKS = {f"envoy_dynamic_module_callback_{c}" for c in (
-    "log", "http_get_headers_size", "http_get_headers", "http_set_header", "http_add_header", "http_send_response",
-    "http_clear_route_cache", "http_get_body_size", "http_set_filter_state_bytes", "http_filter_get_attribute_string",
-    "http_filter_config_define_counter", "http_filter_config_define_gauge", "http_filter_increment_counter",
-    "http_filter_increment_gauge")}
+    "log", "http_get_header", "http_get_headers_size", "http_get_headers", "http_set_header", "http_add_header",
+    "http_send_response", "http_clear_route_cache", "http_get_body_size", "http_set_filter_state_bytes",
+    "http_filter_get_attribute_string", "http_filter_config_define_counter", "http_filter_config_define_gauge",
+    "http_filter_config_define_histogram", "http_filter_increment_counter", "http_filter_increment_gauge",
+    "http_filter_set_gauge", "http_filter_record_histogram_value")}
 
 
 def config(product: dict | None = None, api: dict | None = None, subs=("alice",), **top) -> dict:
