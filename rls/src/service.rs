@@ -125,7 +125,14 @@ impl rls::rate_limit_service_server::RateLimitService for Service {
             CONN.with(|c| {
                 let Ok(mut conn) = c.try_borrow_mut() else { return (Err(ServeError::Store), None) };
                 let mut store = RedisStore::new(&redis, &mut conn);
-                let r = resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now_ms());
+                let now = now_ms();
+                let mut r = resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now);
+                // Admissions were confirmed by their CAS; a denial read from the cache is
+                // decided again on what Redis holds.
+                if matches!(&r, Ok(a) if a.overall_code == wire::CODE_OVER_LIMIT) && !store.cached_reads.is_empty() {
+                    store.distrust_cache();
+                    r = resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now);
+                }
                 (r, store.last_error.take())
             })
         })

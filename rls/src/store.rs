@@ -23,8 +23,10 @@
 use mlgate::{HostError, SetError, Store};
 use redis::{Client, Connection, RedisError, Script};
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 const CAS: &str = include_str!("cas.lua");
@@ -51,7 +53,15 @@ pub struct Redis {
     cas: Script,
     create: Script,
     ids: Ids,
+    /// The last value and version this process read or wrote per record. Admissions never
+    /// trust it (their CAS fails on a stale version, and the core reads again); a denial
+    /// decided on it is decided again from Redis (see `service`). Bounded: records exist only
+    /// for configured subscriptions and counter slots; it is cleared if it ever grows past
+    /// `CACHE_MAX`.
+    cache: Mutex<HashMap<String, (Vec<u8>, u32)>>,
 }
+
+const CACHE_MAX: usize = 1_000_000;
 
 impl Redis {
     /// `url`: `redis://host:port[/db]`. `timeout` bounds connecting, each read and each write.
@@ -62,7 +72,36 @@ impl Redis {
             cas: Script::new(CAS),
             create: Script::new(CREATE),
             ids: Ids { seed: RandomState::new(), next: AtomicU64::new(1) },
+            cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn cached(&self, key: &str) -> Option<(Vec<u8>, u32)> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, value: Option<(&[u8], u32)>) {
+        let mut c = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        match value {
+            Some((v, n)) => {
+                if c.len() >= CACHE_MAX {
+                    c.clear();
+                }
+                match c.get_mut(key) {
+                    Some(e) => {
+                        e.0.clear();
+                        e.0.extend_from_slice(v);
+                        e.1 = n;
+                    }
+                    None => {
+                        c.insert(key.to_string(), (v.to_vec(), n));
+                    }
+                }
+            }
+            None => {
+                c.remove(key);
+            }
+        }
     }
 
     pub fn connect(&self) -> Result<Connection, RedisError> {
@@ -79,6 +118,10 @@ pub struct RedisStore<'r> {
     conn: &'r mut Option<Connection>,
     /// The last error, for the service's log.
     pub last_error: Option<RedisError>,
+    /// Reads may be answered from the process's cache of records.
+    pub use_cache: bool,
+    /// Records this store answered from the cache (a denial on them is decided again).
+    pub cached_reads: Vec<String>,
 }
 
 /// A connection error: the connection is dropped and the operation may be retried.
@@ -88,7 +131,15 @@ fn broken(e: &RedisError) -> bool {
 
 impl<'r> RedisStore<'r> {
     pub fn new(redis: &'r Redis, conn: &'r mut Option<Connection>) -> Self {
-        RedisStore { redis, conn, last_error: None }
+        RedisStore { redis, conn, last_error: None, use_cache: true, cached_reads: Vec::new() }
+    }
+
+    /// Drops the cached copies this store read, and reads from Redis from now on.
+    pub fn distrust_cache(&mut self) {
+        for k in std::mem::take(&mut self.cached_reads) {
+            self.redis.remember(&k, None);
+        }
+        self.use_cache = false;
     }
 
     /// Runs `op` on the connection (connecting if needed); after a connection error, drops it
@@ -127,9 +178,18 @@ impl<'r> RedisStore<'r> {
 
 impl Store for RedisStore<'_> {
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        if self.use_cache {
+            if let Some(hit) = self.redis.cached(key) {
+                self.cached_reads.push(key.to_string());
+                return Ok(Some(hit));
+            }
+        }
         let got = self.run(1, |_, c| redis::cmd("HMGET").arg(key).arg("v").arg("n").query::<(Option<Vec<u8>>, Option<u32>)>(c));
         match got {
-            Ok((Some(v), Some(n))) if n != 0 => Ok(Some((v, n))),
+            Ok((Some(v), Some(n))) if n != 0 => {
+                self.redis.remember(key, Some((&v, n)));
+                Ok(Some((v, n)))
+            }
             // Absent, or a hash mlgate did not write: treat as absent (a CAS on it fails).
             Ok(_) => Ok(None),
             Err(e) => self.fail(e),
@@ -140,9 +200,18 @@ impl Store for RedisStore<'_> {
         let id = format!("{:016x}", self.redis.ids.next());
         let r = self.run(2, |r, c| r.cas.key(key).arg(cas.to_string()).arg(value).arg(&id).invoke::<i64>(c));
         match r {
-            Ok(0) => Err(SetError::CasMismatch),
-            Ok(_) => Ok(()),
+            Ok(0) => {
+                self.redis.remember(key, None);
+                Err(SetError::CasMismatch)
+            }
+            Ok(n) => {
+                // The new version; -1 (applied by an earlier try) leaves it unknown.
+                let known = u32::try_from(n).ok().filter(|v| *v != 0);
+                self.redis.remember(key, known.map(|v| (value, v)));
+                Ok(())
+            }
             Err(e) => {
+                self.redis.remember(key, None);
                 self.last_error = Some(e);
                 Err(SetError::Host)
             }
@@ -155,7 +224,12 @@ impl Store for RedisStore<'_> {
     fn create_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, HostError> {
         let first = (self.redis.ids.next() % u64::from(u32::MAX)) + 1;
         match self.run(2, |r, c| r.create.key(key).arg(value).arg(first).invoke::<i64>(c)) {
-            Ok(n) => Ok(n == 1),
+            Ok(n) => {
+                let created = n == 1;
+                let v = u32::try_from(first).ok().filter(|_| created);
+                self.redis.remember(key, v.map(|v| (value, v)));
+                Ok(created)
+            }
             Err(e) => self.fail(e),
         }
     }

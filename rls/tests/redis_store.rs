@@ -85,11 +85,45 @@ fn cas_create_and_versions_follow_the_store_protocol() {
 }
 
 #[test]
+fn a_stale_cached_record_costs_a_retry_never_a_wrong_count() {
+    let server = RedisServer::start();
+    let (a, b) = (server.redis(), server.redis());
+    let (mut ca, mut cb) = (None, None);
+    let mut sa = RedisStore::new(&a, &mut ca);
+    assert!(sa.create_absent("k", b"1").unwrap());
+    let (_, n1) = sa.get("k").unwrap().unwrap();
+    assert_eq!(sa.cached_reads, vec!["k".to_string()], "answered from the cache");
+    // Another process writes.
+    let mut sb = RedisStore::new(&b, &mut cb);
+    let (_, n) = sb.get("k").unwrap().unwrap();
+    assert_eq!(n, n1);
+    sb.set("k", b"2", n).unwrap();
+    // The first process's cache is stale: its CAS fails, and the next read goes to Redis.
+    let mut sa = RedisStore::new(&a, &mut ca);
+    let (v, stale) = sa.get("k").unwrap().unwrap();
+    assert_eq!((v.as_slice(), stale), (&b"1"[..], n1));
+    assert_eq!(sa.set("k", b"3", stale), Err(SetError::CasMismatch));
+    let mut sa = RedisStore::new(&a, &mut ca);
+    let (v, fresh) = sa.get("k").unwrap().unwrap();
+    assert!(sa.cached_reads.is_empty());
+    assert_eq!(v, b"2");
+    sa.set("k", b"3", fresh).unwrap();
+    // distrust_cache: every later read goes to Redis.
+    let mut sa = RedisStore::new(&a, &mut ca);
+    sa.get("k").unwrap();
+    sa.distrust_cache();
+    sa.get("k").unwrap();
+    assert!(sa.cached_reads.is_empty());
+}
+
+#[test]
 fn a_write_retried_after_a_lost_reply_is_applied_once() {
     let server = RedisServer::start();
     let redis = server.redis();
     let mut conn = None;
     let mut s = RedisStore::new(&redis, &mut conn);
+    // This test writes behind the store's back: no cached reads.
+    s.use_cache = false;
     assert!(s.create_absent("r", b"0").unwrap());
     let (_, n) = s.get("r").unwrap().unwrap();
     // The same CAS script, twice with one write id: what a retry after a lost reply sends.
@@ -126,6 +160,7 @@ fn a_dead_redis_is_an_error_then_the_store_reconnects() {
     let _ = server.child.wait();
     {
         let mut s = RedisStore::new(&redis, &mut conn);
+        s.use_cache = false;
         assert!(s.get("d").is_err());
         assert_eq!(s.set("d", b"2", 0), Err(SetError::Host));
         assert!(s.last_error.is_some());
@@ -182,19 +217,27 @@ fn check_descriptors() -> Vec<Descriptor> {
 #[test]
 fn the_core_limits_over_redis_admit_exactly_n_from_racing_threads() {
     let server = RedisServer::start();
+    // Two `Redis` handles: two mlgate-rls processes, each with its own cache of records.
     let redis = std::sync::Arc::new(server.redis());
+    let other = std::sync::Arc::new(server.redis());
     let resolver = std::sync::Arc::new(Resolver::new(gateway(100)));
     let now = 1_700_000_000_000u64;
     let admitted: usize = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..8)
-            .map(|_| {
-                let (redis, resolver) = (redis.clone(), resolver.clone());
+            .map(|t| {
+                let redis = if t % 2 == 0 { redis.clone() } else { other.clone() };
+                let resolver = resolver.clone();
                 sc.spawn(move || {
                     let mut conn = None;
                     let mut ok = 0;
                     for _ in 0..40 {
                         let mut s = RedisStore::new(&redis, &mut conn);
-                        let r = resolver.decide("mlgate", &check_descriptors(), 0, &mut s, now).unwrap();
+                        let mut r = resolver.decide("mlgate", &check_descriptors(), 0, &mut s, now).unwrap();
+                        // As the service does: a denial read from the cache is decided again.
+                        if r.overall_code == wire::CODE_OVER_LIMIT && !s.cached_reads.is_empty() {
+                            s.distrust_cache();
+                            r = resolver.decide("mlgate", &check_descriptors(), 0, &mut s, now).unwrap();
+                        }
                         if r.overall_code == wire::CODE_OK {
                             ok += 1;
                         } else {

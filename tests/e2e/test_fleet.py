@@ -298,3 +298,11 @@ def test_restarting_one_envoy_keeps_the_count(fleet_, upstream_module):
     assert statuses == [200] * 6 + [429, 429], statuses
     log = open(fleet_.rls.log_path).read()
     assert "panicked" not in log
+
+
+def test_mlgate_rls_exits_cleanly_on_sigterm(fleet_):
+    fleet_.rls.popen.terminate()
+    assert fleet_.rls.popen.wait(10) == 0
+    log = open(fleet_.rls.log_path).read()
+    assert re.search(r"mlgate-rls: stopped; \d+ requests", log), log[-500:]
+    assert "panicked" not in log
