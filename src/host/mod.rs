@@ -151,6 +151,9 @@ struct Stream {
     stats: Option<Stats>,
     usage: Option<Rc<Usage>>,
     measure: Option<Measure>,
+    /// When the request headers first arrived: a call decided by a remote store is judged
+    /// again on its answer, and its apiTime still starts here.
+    started_ns: Option<u64>,
     /// Set for an admitted request whose body bytes count against a bandwidth quota.
     bandwidth_of: Option<u32>,
     body_bytes: u64,
@@ -206,7 +209,16 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
         .unwrap_or((None, None, None));
     STREAMS.with(|s| {
         if let Ok(mut m) = s.try_borrow_mut() {
-            let st = Stream { gateway, stats, usage, measure: None, bandwidth_of: None, body_bytes: 0, response_headers: Vec::new() };
+            let st = Stream {
+                gateway,
+                stats,
+                usage,
+                measure: None,
+                started_ns: None,
+                bandwidth_of: None,
+                body_bytes: 0,
+                response_headers: Vec::new(),
+            };
             m.insert(id, st);
         }
     });
@@ -343,11 +355,12 @@ fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
         // Test builds only: a Wasm runtime error, to exercise Envoy's failure_policy.
         core::arch::wasm32::unreachable();
     }
-    // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
-    // any in the configuration this is the one check the request pays.
     // One clock reading: the decision's time and the start of the call's apiTime.
     let now_ns = abi::now_ns();
     let now_ms = now_ns / 1_000_000;
+    let start_ns = *st.started_ns.get_or_insert(now_ns);
+    // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
+    // any in the configuration this is the one check the request pays.
     if crate::local::any(&gw) {
         if let Some(r) = crate::local::serve(&gw, &req, now_ms, &mut LocalAbi { store: SharedData, usage: st.usage.as_deref() }) {
             send_reply(&r);
@@ -363,7 +376,7 @@ fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
     }
     st.measure = events.usage.map(|slot| Measure {
         slot,
-        start_ns: now_ns,
+        start_ns,
         response_ns: None,
         status: 0,
         request_bytes: 0,
