@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     let counters = Arc::new(Counters::default());
     let service = Service { resolver, redis, counters: counters.clone(), stripes: Arc::new(Stripes::new(256)) };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().max_blocking_threads(64).build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mlgate-rls: {e}");

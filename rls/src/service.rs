@@ -1,6 +1,6 @@
 //! The gRPC service: `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`. Each
 //! request is decoded by prost (envoy-types), resolved and decided by mlgate's core
-//! (`mlgate::rls::Resolver` → `limits::check_at`) over Redis on a blocking thread, and the
+//! (`mlgate::rls::Resolver` → `limits::check_at`) over Redis, and the
 //! core's answer is encoded back. Stateless: all counts live in Redis.
 
 use crate::store::{Redis, RedisStore};
@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use rls::rate_limit_service_server::RateLimitServiceServer;
 
 thread_local! {
-    /// Each blocking worker thread keeps one Redis connection.
+    /// Each worker thread keeps one Redis connection.
     static CONN: RefCell<Option<Connection>> = const { RefCell::new(None) };
 }
 
@@ -119,27 +119,24 @@ impl rls::rate_limit_service_server::RateLimitService for Service {
                 return Err(tonic::Status::invalid_argument(m));
             }
         };
-        let (resolver, redis, stripes) = (self.resolver.clone(), self.redis.clone(), self.stripes.clone());
-        let decided = tokio::task::spawn_blocking(move || {
-            let _serial = stripes.lock(&descriptors);
+        // Decided inline on this gRPC worker thread: a Redis round trip on loopback costs less
+        // than handing the work to a blocking thread and back (measured: 116 -> 50 us of
+        // mlgate-rls CPU per request). Every Redis call is bounded by --redis-timeout-ms.
+        let (result, redis_error) = {
+            let _serial = self.stripes.lock(&descriptors);
             CONN.with(|c| {
                 let Ok(mut conn) = c.try_borrow_mut() else { return (Err(ServeError::Store), None) };
-                let mut store = RedisStore::new(&redis, &mut conn);
+                let mut store = RedisStore::new(&self.redis, &mut conn);
                 let now = now_ms();
-                let mut r = resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now);
+                let mut r = self.resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now);
                 // Admissions were confirmed by their CAS; a denial read from the cache is
                 // decided again on what Redis holds.
                 if matches!(&r, Ok(a) if a.overall_code == wire::CODE_OVER_LIMIT) && !store.cached_reads.is_empty() {
                     store.distrust_cache();
-                    r = resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now);
+                    r = self.resolver.decide(&req.domain, &descriptors, req.hits_addend, &mut store, now);
                 }
                 (r, store.last_error.take())
             })
-        })
-        .await;
-        let (result, redis_error) = match decided {
-            Ok(v) => v,
-            Err(_) => (Err(ServeError::Store), None),
         };
         match result {
             Ok(r) => {
