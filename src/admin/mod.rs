@@ -190,7 +190,7 @@ pub fn quotas(gw: &Gateway, now_ms: u64, host: &mut dyn LocalHost) -> String {
         out.push_str(&format!(
             ",\"value\":{{\"callsCount\":{},\"kbTransferred\":{}}},\"callsLimit\":{},\"kbLimit\":{}}}",
             u.calls_used,
-            u.bytes_used as f64 / 1024.0,
+            crate::usage::report::thousandths(u.bytes_used.saturating_mul(1000).saturating_add(512) / 1024),
             quota.calls.map_or("null".to_string(), |c| c.to_string()),
             quota.bandwidth_bytes.map_or("null".to_string(), |b| (b / 1024).to_string()),
         ));

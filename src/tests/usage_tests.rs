@@ -621,3 +621,14 @@ fn compressed_dashboard_assets_are_the_current_sources() {
         assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in src/admin/assets is stale: run `make admin-assets`");
     }
 }
+
+#[test]
+fn report_numbers_are_exact_decimals_without_float_formatting() {
+    use crate::usage::report::thousandths;
+    assert_eq!(thousandths(0), "0");
+    assert_eq!(thousandths(20), "0.02");
+    assert_eq!(thousandths(1035), "1.035");
+    assert_eq!(thousandths(3000), "3");
+    assert_eq!(thousandths(1_500), "1.5");
+    assert_eq!(thousandths(u64::MAX), "18446744073709551.615");
+}

@@ -110,14 +110,26 @@ impl Acc {
 
 /// Microseconds as APIM's milliseconds (a JSON number).
 fn ms(us: u64) -> String {
-    format!("{}", us as f64 / 1000.0)
+    thousandths(us)
 }
 
+/// The mean in milliseconds, rounded half up to the microsecond.
 fn avg_ms(sum_us: u64, n: u64) -> String {
     if n == 0 {
         return "0".to_string();
     }
-    format!("{}", sum_us as f64 / n as f64 / 1000.0)
+    thousandths(sum_us.saturating_mul(2).saturating_add(n) / n.saturating_mul(2))
+}
+
+/// `n / 1000` as a decimal without trailing zeros (`1035` → `1.035`, `20` → `0.02`,
+/// `3000` → `3`). Integer formatting only: float formatting would cost ~12 KB of .wasm.
+pub(crate) fn thousandths(n: u64) -> String {
+    let (whole, frac) = (n / 1000, n % 1000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:03}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// A JSON string: quotes, backslashes and controls escaped, and `<`, `>`, `&` too, so an

@@ -297,12 +297,17 @@ def record(prom: dict, slots: list[frozenset], head: dict) -> dict:
             "callCountSuccess": counts["success"], "callCountBlocked": counts["blocked"],
             "callCountFailed": counts["failed"], "callCountOther": counts["other"], "callCountTotal": total,
             "bandwidth": int(bandwidth),
-            "apiTimeAvg": one("mlgate_api_time_microseconds_sum") / total / 1000.0 if total else 0,
+            "apiTimeAvg": avg_ms(one("mlgate_api_time_microseconds_sum"), total),
             "apiTimeMin": extreme("mlgate_api_time_min_microseconds", min, has_calls),
             "apiTimeMax": extreme("mlgate_api_time_max_microseconds", max, has_calls),
-            "serviceTimeAvg": one("mlgate_service_time_microseconds_sum") / svc_calls / 1000.0 if svc_calls else 0,
+            "serviceTimeAvg": avg_ms(one("mlgate_service_time_microseconds_sum"), svc_calls),
             "serviceTimeMin": extreme("mlgate_service_time_min_microseconds", min, has_backend),
             "serviceTimeMax": extreme("mlgate_service_time_max_microseconds", max, has_backend)}
+
+
+def avg_ms(sum_us, n):
+    """The report's mean: milliseconds, rounded half up to the microsecond."""
+    return (2 * sum_us + n) // (2 * n) / 1000 if n else 0
 
 
 OPS = [("rrs-execute", "RRS Execute"), ("bes-submit", "BES Submit"), ("bes-start", "BES Start"),
