@@ -32,6 +32,7 @@ from pathlib import Path
 
 import mlgate_harness as mh
 from mlgate_harness import EMPTY_WASM, ENVOY, ROOT, WASM, free_port
+from mlgate_harness.native import check_pinned_envoy, native_env, native_filter
 
 RESULTS = ROOT / "bench" / "results"
 SUBS = 1000
@@ -68,6 +69,11 @@ def prefix_route() -> list:
 
 def wasm_filter(path: Path, configuration: str | None, vm_id: str) -> dict:
     return mh.wasm_filter(path, configuration, vm_id=vm_id, env_keys=["AZUREML_API_KEY"])
+
+
+def native_mlgate(configuration: str) -> dict:
+    """mlgate-native (the Envoy dynamic module, `make native`) with `configuration`."""
+    return native_filter(configuration)
 
 
 def mlgate_config(n_subs: int, rate_limit: bool = True, quota: bool = True, **settings) -> str:
@@ -155,6 +161,8 @@ def gateway_configs(quick: bool = False) -> dict[str, tuple[list, list, list | N
         "native-chain": (filters, routes, secrets),
         "mlgate": ([wasm_filter(WASM, mlgate_config(SUBS), "mlgate")], prefix_route(), None),
     }
+    # The same core as an Envoy dynamic module, same configuration (added last, after the others).
+    configs["mlgate-native"] = ([native_mlgate(mlgate_config(SUBS))], prefix_route(), None)
     if quick:
         # Where does mlgate's cost go? The same load through variants with fewer host calls.
         configs = {k: configs[k] for k in ("no-filter", "empty-wasm", "mlgate")}
@@ -166,6 +174,13 @@ def gateway_configs(quick: bool = False) -> dict[str, tuple[list, list, list | N
         configs["mlgate-no-limits"] = ([wasm_filter(WASM, mlgate_config(SUBS, rate_limit=False, quota=False,
                                                                          export_metadata="off"), "mlgate")],
                                        prefix_route(), None)
+        # The native form's attribution: the same variants.
+        configs["mlgate-native"] = ([native_mlgate(mlgate_config(SUBS))], prefix_route(), None)
+        configs["mlgate-native-no-metadata"] = ([native_mlgate(mlgate_config(SUBS, export_metadata="off"))], prefix_route(), None)
+        configs["mlgate-native-no-metadata-no-headers"] = (
+            [native_mlgate(mlgate_config(SUBS, export_metadata="off", rate_limit_headers=False))], prefix_route(), None)
+        configs["mlgate-native-no-limits"] = (
+            [native_mlgate(mlgate_config(SUBS, rate_limit=False, quota=False, export_metadata="off"))], prefix_route(), None)
     return configs
 
 
@@ -186,7 +201,7 @@ class Proc(mh.Process):
         self.name = name
         path = mh.write_config(os.path.join(workdir, f"{name}.json"), cfg)
         super().__init__(mh.envoy_args(path, concurrency, "warn"), os.path.join(workdir, f"{name}.log"),
-                         port=port, timeout=120, env={"AZUREML_API_KEY": AML_KEY})
+                         port=port, timeout=120, env={"AZUREML_API_KEY": AML_KEY, **native_env()})
 
 
 def upstream_config(listen: int, admin: int) -> dict:
@@ -324,6 +339,7 @@ def fmt(v, nd=1):
 def main():
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing (make bench installs it)")
+    check_pinned_envoy()   # mlgate-native's ABI is declared for 1.40.0 only
     started = time.time()
     workdir = tempfile.mkdtemp(prefix="mlgate-bench-")
     up_port, up_admin = free_port(), free_port()
@@ -339,6 +355,7 @@ def main():
         gateways[name] = Proc(name, bootstrap(port, admin, up_port, fs, rs, sec), workdir, 1, port)
         check_forwarding(port, key(7))
     assert keyless_status(gateways["mlgate"].port) == 401
+    assert keyless_status(gateways["mlgate-native"].port) == 401
     if not quick:
         assert keyless_status(gateways["native-chain"].port) == 401
 
@@ -425,6 +442,15 @@ def main():
         ("core decision < 1 us natively", decision_ns is not None and decision_ns < 1000, f"{fmt(decision_ns, 0)} ns"),
         ("release .wasm < 300 KB", wasm_kb < 300, f"{wasm_kb:.1f} KB"),
     ]
+    # mlgate-native (issue 14): near no-filter speed.
+    nat = summary["mlgate-native"]
+    targets += [
+        ("mlgate-native throughput >= 0.90x no-filter", nat["rps"] >= 0.90 * nf["rps"], f"{nat['rps'] / nf['rps']:.2f}x"),
+        ("mlgate-native CPU overhead <= 0.25x native chain's", nat["cpu_overhead_us"] <= 0.25 * n["cpu_overhead_us"],
+         f"{nat['cpu_overhead_us']:.2f} vs {n['cpu_overhead_us']:.2f} us"),
+        ("mlgate-native CPU overhead <= empty Wasm's", nat["cpu_overhead_us"] <= e["cpu_overhead_us"],
+         f"{nat['cpu_overhead_us']:.2f} vs {e['cpu_overhead_us']:.2f} us (noise ±{nat['cpu_us_spread'] / 2:.2f})"),
+    ]
 
     cpu_model = next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
                       if l.startswith("model name")), platform.processor())
@@ -445,6 +471,11 @@ def main():
               "| throughput | " + " | ".join(f"{m['rps'] / summary[k]['rps']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain")) + " |",
               "| CPU per request | " + " | ".join(f"{m['cpu_us_per_req'] / summary[k]['cpu_us_per_req']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain")) + " |",
               "| CPU overhead | - | " + " | ".join(f"{m['cpu_overhead_us'] / max(summary[k]['cpu_overhead_us'], 1e-9):.2f}x" for k in ("empty-wasm", "native-chain")) + " |",
+              "", "Ratios of mlgate-native to (1) no filter, (2) empty Wasm, (3) native chain, and to mlgate (Wasm):", "",
+              "| | vs (1) | vs (2) | vs (3) | vs mlgate |", "|---|---:|---:|---:|---:|",
+              "| throughput | " + " | ".join(f"{nat['rps'] / summary[k]['rps']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain", "mlgate")) + " |",
+              "| CPU per request | " + " | ".join(f"{nat['cpu_us_per_req'] / summary[k]['cpu_us_per_req']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain", "mlgate")) + " |",
+              "| CPU overhead | - | " + " | ".join(f"{nat['cpu_overhead_us'] / max(summary[k]['cpu_overhead_us'], 1e-9):.2f}x" for k in ("empty-wasm", "native-chain", "mlgate")) + " |",
               "", "Scale (mlgate, quota only, one key, interleaved rounds; configure time and Wasm memory from the filter's own log):", "",
               "| subscriptions | CPU us/req | req/s | configure ms | Wasm memory KiB | Envoy ready s | peak RSS MiB |",
               "|---:|---:|---:|---:|---:|---:|---:|"]
