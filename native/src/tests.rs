@@ -446,3 +446,42 @@ fn a_panic_in_the_request_hook_is_caught_and_answered_503() {
     unsafe { envoy_dynamic_module_on_http_filter_destroy(st) };
     unsafe { envoy_dynamic_module_on_http_filter_config_destroy(cfg) };
 }
+
+/// mlgate's own cost per forwarded request: the hooks of one stream (shim + core, against the
+/// fake Envoy above, whose callbacks are cheap but not free), with the benchmark's
+/// configuration (1,000 subscriptions, a rate limit and a quota, keys rotating). What `make
+/// bench` measures beyond this is Envoy's side of the callbacks. Run:
+/// `cargo test --profile native -p mlgate-native -- --ignored --nocapture own_cost`.
+#[test]
+#[ignore]
+fn own_cost_per_forwarded_request() {
+    let subs: Vec<String> = (0..1000)
+        .map(|i| format!(r#"{{"id": "cost-{i}", "product": "bench", "state": "active", "primary_key": "cost-key-{i}"}}"#))
+        .collect();
+    let json = format!(
+        r#"{{"apis": [{{"id": "azureml-demo", "name": "Demo", "path": "azureml-demo", "service_url": "https://backend.example",
+            "operations": "azureml-studio", "backend_credentials": [{{"workspace": "*", "service": "*", "api_key": "aml-key"}}]}}],
+          "products": [{{"id": "bench", "name": "Bench", "apis": ["azureml-demo"],
+                         "rate_limit": {{"calls": 100, "renewal_period": 1}}, "quota": {{"calls": 1000000000000, "renewal_period": 86400}}}}],
+          "subscriptions": [{}]}}"#,
+        subs.join(",")
+    );
+    let cfg = config_new("mlgate", &json);
+    assert!(!cfg.is_null());
+    let n = 20_000;
+    let mut requests: Vec<Vec<(&'static str, String)>> = (0..n).map(|i| rrs(&format!("cost-key-{}", i % 1000))).collect();
+    let started = std::time::Instant::now();
+    for hs in requests.drain(..) {
+        let (st, status) = run_request(&hs, cfg);
+        assert_eq!(status, abi::CONTINUE);
+        fake(|f| f.response = vec![(b":status".to_vec(), b"200".to_vec())]);
+        unsafe { envoy_dynamic_module_on_http_filter_response_headers(FILTER, st, false) };
+        fake(|f| f.body_size = 100);
+        unsafe { envoy_dynamic_module_on_http_filter_response_body(FILTER, st, true) };
+        unsafe { envoy_dynamic_module_on_http_filter_stream_complete(FILTER, st) };
+        unsafe { envoy_dynamic_module_on_http_filter_destroy(st) };
+    }
+    let per = started.elapsed() / n;
+    println!("mlgate-native, own cost per forwarded request (shim + core + fake Envoy): {per:?}");
+    unsafe { envoy_dynamic_module_on_http_filter_config_destroy(cfg) };
+}
