@@ -447,6 +447,48 @@ fn a_panic_in_the_request_hook_is_caught_and_answered_503() {
     unsafe { envoy_dynamic_module_on_http_filter_config_destroy(cfg) };
 }
 
+#[test]
+fn local_endpoints_answer_before_admit_and_are_not_calls() {
+    let json = config("local").replacen('{', r#"{"portal": {"path": "/developer", "title": "Portal"}, "#, 1);
+    let cfg = config_new("mlgate", &json);
+    assert!(!cfg.is_null());
+    let hs = vec![(":method", "GET".to_string()), (":path", "/developer/".to_string()), (":authority", "gw".to_string())];
+    let (st, status) = run_request(&hs, cfg);
+    assert_eq!(status, abi::STOP_ITERATION);
+    let (code, headers, _, _) = fake(|f| f.reply.clone()).unwrap();
+    assert_eq!(code, 200);
+    assert!(headers.iter().any(|(k, v)| k == b"content-type" && v.starts_with(b"text/html")), "{headers:?}");
+    unsafe { envoy_dynamic_module_on_http_filter_stream_complete(FILTER, st) };
+    unsafe { envoy_dynamic_module_on_http_filter_destroy(st) };
+    let calls: u64 = fake(|f| {
+        f.metric_names
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| n.ends_with("mlgate_calls"))
+            .map(|(i, _)| f.metrics.get(&i).copied().unwrap_or(0))
+            .sum()
+    });
+    assert_eq!(calls, 0, "a portal page is not an API call");
+    unsafe { envoy_dynamic_module_on_http_filter_config_destroy(cfg) };
+}
+
+#[test]
+fn usage_counts_a_forwarded_call_by_its_backend_status() {
+    let cfg = config_new("mlgate", &config("usage"));
+    let (st, status) = run_request(&rrs("usage-key"), cfg);
+    assert_eq!(status, abi::CONTINUE);
+    fake(|f| f.response = vec![(b":status".to_vec(), b"503".to_vec())]);
+    unsafe { envoy_dynamic_module_on_http_filter_response_headers(FILTER, st, false) };
+    unsafe { envoy_dynamic_module_on_http_filter_stream_complete(FILTER, st) };
+    unsafe { envoy_dynamic_module_on_http_filter_destroy(st) };
+    let name = "api=.=azureml-demo;.;operation=.=rrs-execute;.;product=.=starter;.;outcome=.=failed;.;mlgate_calls";
+    assert_eq!(metric(name), 1);
+    assert_eq!(metric(&name.replace("failed", "success")), 0);
+    // The admin reports read the same value from the mirror.
+    assert_eq!(MIRRORS.lock().unwrap().get(name).map(|v| v.load(Ordering::Relaxed)), Some(1));
+    unsafe { envoy_dynamic_module_on_http_filter_config_destroy(cfg) };
+}
+
 /// mlgate's own cost per forwarded request: the hooks of one stream (shim + core, against the
 /// fake Envoy above, whose callbacks are cheap but not free), with the benchmark's
 /// configuration (1,000 subscriptions, a rate limit and a quota, keys rotating). What `make
