@@ -13,6 +13,8 @@ listener in its own process; the load is wrk (one thread, keys rotating over the
 subscriptions), warm-up first, then alternating rounds. CPU time per request comes from
 /proc (user+sys of the gateway Envoy / requests served). Then: mlgate with 1, 1,000 and
 100,000 subscriptions, a criterion micro-benchmark of the core, and the .wasm size.
+Then fleet-wide limits (bench/fleet.py, issue 9): mlgate with a remote store (mlgate-rls
+over redis-server) and Envoy's global rate limit filter calling the same mlgate-rls.
 Writes bench/results/<date>.json and .md and prints the table with PASS/MISS per target.
 """
 from __future__ import annotations
@@ -418,6 +420,10 @@ def main():
                          "wasm_memory_kib": max(int(b) for _, b in m) if m else None,
                          "peak_rss_mib": gw.peak_rss_kib() / 1024})
         gw.stop()
+    # Fleet-wide limits (issue 9): local vs remote store vs Envoy's global ratelimit filter.
+    import fleet as fleet_bench
+    fleet_res = fleet_bench.run(workdir, up_port)
+    targets_fleet = [(t["target"], t["pass"], t["measured"]) for t in fleet_res["targets"]]
     upstream.stop()
 
     micro_res = micro()
@@ -488,6 +494,8 @@ def main():
     lines += ["", f"Release mlgate.wasm: {wasm_kb:.1f} KB.", "", "| target | result | measured |", "|---|---|---|"]
     for t, ok, what in targets:
         lines.append(f"| {t} | {'PASS' if ok else 'MISS'} | {what} |")
+    lines += [""] + fleet_res["lines"]
+    targets += targets_fleet
     lines += ["", f"Benchmark wall time: {elapsed:.0f} s."]
     table = "\n".join(lines)
     print(table)
@@ -498,6 +506,7 @@ def main():
     (RESULTS / f"{stamp}.json").write_text(json.dumps({
         "machine": machine, "envoy": env_version, "summary": summary, "scale": scale, "micro": micro_res,
         "wasm_kb": wasm_kb, "targets": [{"target": t, "pass": ok, "measured": w} for t, ok, w in targets],
+        "fleet": {k: v for k, v in fleet_res.items() if k != "lines"},
         "wall_seconds": elapsed}, indent=2))
     print(f"\nwrote bench/results/{stamp}.md and .json")
 
