@@ -13,8 +13,9 @@
 
 use super::abi;
 use crate::admit::{admit_with, Admission, Connection, Request};
+use crate::rls::breaker::Breaker;
 use crate::rls::client::{self, Answered, Ask};
-use crate::rls::{wire, Breaker, LimitsStore, OnFailure, RlsSettings};
+use crate::rls::{wire, LimitsStore, OnFailure, RlsSettings};
 use crate::{Events, Gateway, Store};
 use std::cell::RefCell;
 use std::rc::Rc;

@@ -26,13 +26,15 @@
 //! `duration_until_reset` rounded up to seconds. On `OK`, `current_limit.requests_per_unit`,
 //! `limit_remaining` and `duration_until_reset` give the `RateLimit-*` headers.
 
-pub mod breaker;
-pub mod client;
+// The filter's side (the wasm host and the tests use it); not part of the public surface.
+#[cfg_attr(not(all(feature = "host", target_arch = "wasm32")), allow(dead_code))]
+pub(crate) mod breaker;
+#[cfg_attr(not(all(feature = "host", target_arch = "wasm32")), allow(dead_code))]
+pub(crate) mod client;
 pub mod server;
 mod settings;
 pub mod wire;
 
-pub use breaker::{Breaker, Gate};
 pub use server::{Resolver, ServeError};
 pub(crate) use settings::{compile as compile_settings, RawLimitsStore};
 pub use settings::{LimitsStore, OnFailure, RlsSettings};

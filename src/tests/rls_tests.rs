@@ -7,9 +7,10 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use super::support::{demo, gateway, headers, run_full, view, Conn, Env, Got, MemStore};
 use crate::admit::{admit_with, Admission, Event, Outcome, Request};
 use crate::model::Gateway;
+use crate::rls::breaker::{Breaker, Gate};
 use crate::rls::client::{self, Answered, Ask};
 use crate::rls::wire::{self, CurrentLimit, Descriptor, Response, Status, CODE_OK, CODE_OVER_LIMIT};
-use crate::rls::{Breaker, Gate, LimitsStore, OnFailure, Resolver, RlsSettings, ServeError};
+use crate::rls::{LimitsStore, OnFailure, Resolver, RlsSettings, ServeError};
 use serde_json::{json, Value};
 
 const RRS: &str = "/azureml-demo/workspaces/w/services/s/execute?api-version=2.0&details=true";
