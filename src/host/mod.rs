@@ -2,7 +2,8 @@
 //! host offers (as bytes), calls the core, and applies the result. No policy here.
 //!
 //! Only the callbacks mlgate has work in are exported, so Envoy does not enter the VM for
-//! request trailers, response trailers or anything else.
+//! response trailers or anything else. `rls` (the remote limit store) adds the gRPC
+//! callbacks and request trailers (held while a request waits for the store's answer).
 
 mod abi;
 mod rls;
