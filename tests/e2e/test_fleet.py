@@ -306,3 +306,76 @@ def test_mlgate_rls_exits_cleanly_on_sigterm(fleet_):
     log = open(fleet_.rls.log_path).read()
     assert re.search(r"mlgate-rls: stopped; \d+ requests", log), log[-500:]
     assert "panicked" not in log
+
+
+class FakeRls:
+    """A gRPC server (HTTP/2 by the h2 package) that answers every call with `message` and
+    grpc-status 0: a rate limit service answering garbage."""
+
+    def __init__(self, message: bytes):
+        import threading
+        self.message = message
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.calls = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import threading
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        import h2.config
+        import h2.connection
+        import h2.events
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        c.initiate_connection()
+        conn.sendall(c.data_to_send())
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                for ev in c.receive_data(data):
+                    if isinstance(ev, h2.events.DataReceived):
+                        c.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        self.calls += 1
+                        frame = b"\x00" + len(self.message).to_bytes(4, "big") + self.message
+                        c.send_headers(ev.stream_id, [(":status", "200"), ("content-type", "application/grpc")])
+                        c.send_data(ev.stream_id, frame)
+                        c.send_headers(ev.stream_id, [("grpc-status", "0")], end_stream=True)
+                conn.sendall(c.data_to_send())
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.mark.parametrize("message", [b"\xff\xff\xff", b"\x12\x05\x08", b""], ids=["garbage", "truncated", "code-unknown"])
+def test_an_rls_answering_garbage_is_a_failure(upstream_module, message):
+    fake = FakeRls(message)
+    e = FleetEnvoy(config("deny"), upstream_module.port, fake.port, concurrency=1)
+    try:
+        for i in range(BREAKER_FAILURES):
+            r = call(e, "noise-key")
+            assert (r.status, r.json()) == (503, UNAVAILABLE), r
+        assert fake.calls == BREAKER_FAILURES
+        assert stat(e, "rls_failures") == BREAKER_FAILURES
+        assert stat(e, "rls_breaker_open") == 1
+        r = call(e, "noise-key")
+        assert r.status == 503 and fake.calls == BREAKER_FAILURES, "the open breaker skips the store"
+        assert "panicked" not in e.log()
+    finally:
+        e.stop()
+        fake.close()
