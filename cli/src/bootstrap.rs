@@ -33,6 +33,21 @@ pub struct Spec<'a> {
     pub upstream_ca: &'a Path,
     pub upstreams: &'a [Upstream],
     pub api_key_envs: &'a [String],
+    /// `limits_store: {"rls": ...}`: the configured cluster name and where mlgate-rls listens.
+    pub rls: Option<(&'a str, SocketAddr)>,
+}
+
+/// The rate limit service's cluster: gRPC, so HTTP/2 (cleartext).
+fn rls_cluster(name: &str, addr: SocketAddr) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}}}},
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(addr)}}]}]},
+    })
 }
 
 /// Adds a field to a JSON object (every caller passes one it just built with `json!({...})`).
@@ -247,7 +262,11 @@ pub fn render(spec: &Spec<'_>) -> Value {
         "stats_config": {"stats_tags": stats_tags},
         "static_resources": {
             "listeners": listeners,
-            "clusters": services.iter().map(|s| cluster(s, spec.upstream_ca)).collect::<Vec<_>>(),
+            "clusters": services
+                .iter()
+                .map(|s| cluster(s, spec.upstream_ca))
+                .chain(spec.rls.map(|(name, addr)| rls_cluster(name, addr)))
+                .collect::<Vec<_>>(),
         },
     })
 }
@@ -295,9 +314,15 @@ mod tests {
             upstream_ca: Path::new("/ca"),
             upstreams: &[],
             api_key_envs: &[],
+            rls: None,
         };
         let b = render(&spec);
         assert_eq!(b["stats_config"]["stats_tags"][0]["regex"], "(api=\\.=(.*?);\\.;)");
+        let with_rls = render(&Spec { rls: Some(("rls", "127.0.0.1:8091".parse().unwrap())), ..spec });
+        let c = &with_rls["static_resources"]["clusters"][0];
+        assert_eq!(c["name"], "rls");
+        let opts = &c["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        assert!(opts["explicit_http_config"]["http2_protocol_options"].is_object(), "gRPC needs HTTP/2");
         let f = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(f["use_remote_address"], true);
         assert!(f["http_filters"][0]["typed_config"]["config"]["vm_config"].get("environment_variables").is_none());

@@ -109,6 +109,9 @@ struct EnvoyArgs {
     /// CA bundle that https service_url certificates are verified against.
     #[arg(long, value_name = "FILE", default_value = "/etc/ssl/certs/ca-certificates.crt")]
     upstream_ca: PathBuf,
+    /// Where mlgate-rls listens, for `limits_store: {"rls": ...}` (adds its HTTP/2 cluster).
+    #[arg(long, value_name = "ADDR:PORT")]
+    rls: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -257,6 +260,19 @@ fn envoy(args: &EnvoyArgs) -> Result<(), Failure> {
         upstream_ca: &args.upstream_ca,
         upstreams: &summary.upstreams,
         api_key_envs: &summary.api_key_envs,
+        rls: match (&gateway.settings.limits_store, args.rls) {
+            (mlgate::rls::LimitsStore::Rls(r), Some(addr)) => Some((r.cluster.as_str(), addr)),
+            (mlgate::rls::LimitsStore::Rls(r), None) => {
+                return Err(Failure::trouble(format!(
+                    "limits_store.rls names cluster \"{}\": give --rls ADDR:PORT (where mlgate-rls listens)",
+                    r.cluster
+                )))
+            }
+            (mlgate::rls::LimitsStore::SharedData, Some(_)) => {
+                return Err(Failure::trouble("--rls needs limits_store: {\"rls\": ...} in the configuration"))
+            }
+            (mlgate::rls::LimitsStore::SharedData, None) => None,
+        },
     };
     let doc = bootstrap::render(&spec);
     let text = serde_json::to_string_pretty(&doc).map_err(|e| Failure::trouble(format!("cannot render the bootstrap: {e}")))?;
