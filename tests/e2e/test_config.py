@@ -6,6 +6,9 @@ import json
 import pytest
 
 from harness import Envoy
+
+# Both forms of mlgate (the .wasm and the native module) pass the same suite.
+pytestmark = pytest.mark.forms("wasm", "native")
 from test_gateway import CONFIG, ENV, MISSING, RRS, apim_error
 
 

@@ -8,7 +8,12 @@ import copy
 import hashlib
 import secrets
 
+import pytest
+
 from harness import Envoy
+
+# Both forms of mlgate (the .wasm and the native module) pass the same suite.
+pytestmark = pytest.mark.forms("wasm", "native")
 
 RRS = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
 INVALID = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
