@@ -167,6 +167,21 @@ def test_config_new_takes_the_string_value_and_the_filter_name(upstream):
         e.stop()
 
 
+def test_a_remote_limit_store_is_refused_not_counted_locally(upstream):
+    """The native form has no remote store (no gRPC call in the dynamic-module ABI, and no client
+    over its HTTP callouts yet): `limits_store.rls` is refused in one line, never quietly
+    counted in this process instead of across the fleet."""
+    cfg = config({"rate_limit": {"calls": 5, "renewal_period": 60}},
+                 limits_store={"rls": {"cluster": "rls", "domain": "mlgate", "timeout_ms": 50, "on_failure": "deny"}})
+    e = NativeEnvoy(cfg, upstream.port, wait=False)
+    try:
+        assert e.wait_exit(60) != 0
+        lines = [l for l in e.log().splitlines() if "invalid mlgate configuration" in l]
+        assert len(lines) == 1 and "limits_store: the native form has no remote limit store" in lines[0], lines
+    finally:
+        e.stop()
+
+
 # ---- send_response: status, headers, body and details ----------------------------------------------
 
 def test_send_response_status_headers_body_and_details(upstream):
