@@ -184,5 +184,13 @@ def run(workdir: str | None = None, upstream_port: int | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    import datetime
+    import json
     res = run()
-    print("\n".join(res["lines"]))
+    text = "\n".join(res["lines"])
+    print(text)
+    base.RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    (base.RESULTS / f"{stamp}-fleet.md").write_text(text + "\n")
+    (base.RESULTS / f"{stamp}-fleet.json").write_text(json.dumps({k: v for k, v in res.items() if k != "lines"}, indent=2))
+    print(f"\nwrote bench/results/{stamp}-fleet.md and .json")
