@@ -399,7 +399,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config: abi::Buffer,
 ) -> *const c_void {
     guard(std::ptr::null(), || {
-        // SAFETY: Envoy's name and config buffers are valid for the duration of this hook.
+        // SAFETY: abi.h: `name` and `config` are Envoy-owned buffers valid for the duration
+        // of this hook; only read here (the JSON is parsed into owned data).
         let (name, json) = unsafe { (name.bytes(), config.bytes()) };
         if name != b"mlgate" {
             abi::log(abi::LOG_ERROR, "invalid mlgate configuration: filter_name: must be \"mlgate\"");
@@ -417,7 +418,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     );
                     return std::ptr::null();
                 }
-                // SAFETY: the config pointer of this running config_new, used only within it.
+                // SAFETY: abi.h: `config_envoy` is the DynamicModuleHttpFilterConfig of this
+                // running config_new, where metrics may be defined; used only within it.
                 let ctx = unsafe { ConfigCtx::new(config_envoy) };
                 let stats = Stats::define(&ctx);
                 let usage = Usage::define(&gateway, &ctx);
@@ -587,7 +589,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     _end_of_stream: bool,
 ) -> u32 {
     let caught = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: this hook's filter and stream pointers (see `Filter::new`, `stream`).
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
         let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         let Some(st) = st else { return abi::STOP_ITERATION };
         on_request_headers(&mut f, st)
@@ -596,7 +600,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         // The panic is caught; answer 503 unless a reply already went out. A second panic
         // here is caught too, and the stream is left stopped (Envoy's timeouts end it).
         guard(abi::STOP_ITERATION, || {
-            // SAFETY: as above; the closure that panicked has dropped its references.
+            // SAFETY: as above (the same hook's pointers); the closure that panicked has
+            // dropped its references, so this is again the only one.
             let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
             if let Some(st) = st {
                 if let Some(id) = st.config.stats.panics {
@@ -741,9 +746,13 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
 
 // ---- body, response, end of stream -------------------------------------------------------------
 
-fn add_body(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void, body_type: u32) {
+/// # Safety
+/// The pointers a body hook was given (see the hooks' contract).
+unsafe fn add_body(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void, body_type: u32) {
     guard((), || {
-        // SAFETY: this hook's filter and stream pointers.
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
         let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         let Some(st) = st else { return };
         let response = body_type == abi::RECEIVED_RESPONSE_BODY;
@@ -774,7 +783,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_module: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    add_body(filter_envoy, filter_module, abi::RECEIVED_REQUEST_BODY);
+    // SAFETY: the pointers this hook was given, passed on unchanged.
+    unsafe { add_body(filter_envoy, filter_module, abi::RECEIVED_REQUEST_BODY) };
     abi::CONTINUE
 }
 
@@ -786,7 +796,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     filter_module: *const c_void,
     _end_of_stream: bool,
 ) -> u32 {
-    add_body(filter_envoy, filter_module, abi::RECEIVED_RESPONSE_BODY);
+    // SAFETY: the pointers this hook was given, passed on unchanged.
+    unsafe { add_body(filter_envoy, filter_module, abi::RECEIVED_RESPONSE_BODY) };
     abi::CONTINUE
 }
 
@@ -799,7 +810,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     _end_of_stream: bool,
 ) -> u32 {
     guard(abi::CONTINUE, || {
-        // SAFETY: this hook's filter and stream pointers.
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
         let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         if let Some(st) = st {
             if let Some(m) = st.measure.as_mut().filter(|m| m.upstream) {
@@ -820,7 +833,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void) {
     guard((), || {
-        // SAFETY: this hook's filter and stream pointers.
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
         let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         let Some(st) = st else { return };
         let config = Arc::clone(&st.config);
