@@ -26,6 +26,9 @@ struct Args {
     /// The mlgate configuration (the same JSON as the filter's plugin configuration).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// --redis lists seed nodes of a Redis Cluster (comma-separated URLs).
+    #[arg(long)]
+    redis_cluster: bool,
     /// Bound on connecting to Redis and on each Redis reply, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200)]
     redis_timeout_ms: u64,
@@ -72,7 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let redis = match Redis::new(&args.redis, Duration::from_millis(args.redis_timeout_ms.max(1))) {
+    let redis = match Redis::new(&args.redis, Duration::from_millis(args.redis_timeout_ms.max(1)), args.redis_cluster) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("mlgate-rls: --redis {}: {e}", args.redis);

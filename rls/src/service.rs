@@ -3,12 +3,11 @@
 //! (`mlgate::rls::Resolver` → `limits::check_at`) over Redis, and the
 //! core's answer is encoded back. Stateless: all counts live in Redis.
 
-use crate::store::{Redis, RedisStore};
+use crate::store::{Connection, Redis, RedisStore};
 use envoy_types::pb::envoy::service::ratelimit::v3 as rls;
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use mlgate::rls::wire::{self, Descriptor};
 use mlgate::rls::{Resolver, ServeError};
-use redis::Connection;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

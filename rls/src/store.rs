@@ -21,7 +21,8 @@
 //! applies `on_failure`): the request may have been counted once, never twice.
 
 use mlgate::{HostError, SetError, Store};
-use redis::{Client, Connection, RedisError, Script};
+use redis::cluster::ClusterClient;
+use redis::{Client, ConnectionLike, RedisError, Script};
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -46,9 +47,17 @@ impl Ids {
     }
 }
 
+/// A connection to a Redis server, or to a Redis Cluster (which routes each command by its key).
+pub type Connection = Box<dyn ConnectionLike + Send>;
+
+enum Backend {
+    Single(Client),
+    Cluster(ClusterClient),
+}
+
 /// Shared by every connection: where Redis is, the scripts, the id source.
 pub struct Redis {
-    client: Client,
+    backend: Backend,
     timeout: Duration,
     cas: Script,
     create: Script,
@@ -64,10 +73,18 @@ pub struct Redis {
 const CACHE_MAX: usize = 1_000_000;
 
 impl Redis {
-    /// `url`: `redis://host:port[/db]`. `timeout` bounds connecting, each read and each write.
-    pub fn new(url: &str, timeout: Duration) -> Result<Redis, RedisError> {
+    /// `url`: `redis://host:port[/db]`; with `cluster`, seed nodes of a Redis Cluster
+    /// (`redis://host:port`, comma-separated). `timeout` bounds connecting, each read and
+    /// each write.
+    pub fn new(url: &str, timeout: Duration, cluster: bool) -> Result<Redis, RedisError> {
+        let backend = if cluster {
+            let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            Backend::Cluster(ClusterClient::builder(seeds).connection_timeout(timeout).response_timeout(timeout).build()?)
+        } else {
+            Backend::Single(Client::open(url)?)
+        };
         Ok(Redis {
-            client: Client::open(url)?,
+            backend,
             timeout,
             cas: Script::new(CAS),
             create: Script::new(CREATE),
@@ -105,10 +122,15 @@ impl Redis {
     }
 
     pub fn connect(&self) -> Result<Connection, RedisError> {
-        let c = self.client.get_connection_with_timeout(self.timeout)?;
-        c.set_read_timeout(Some(self.timeout))?;
-        c.set_write_timeout(Some(self.timeout))?;
-        Ok(c)
+        match &self.backend {
+            Backend::Single(client) => {
+                let c = client.get_connection_with_timeout(self.timeout)?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
+                Ok(Box::new(c))
+            }
+            Backend::Cluster(client) => Ok(Box::new(client.get_connection()?)),
+        }
     }
 }
 
@@ -144,13 +166,17 @@ impl<'r> RedisStore<'r> {
 
     /// Runs `op` on the connection (connecting if needed); after a connection error, drops it
     /// and tries again on a new one, `retries` times.
-    fn run<T>(&mut self, retries: u32, mut op: impl FnMut(&Redis, &mut Connection) -> redis::RedisResult<T>) -> Result<T, RedisError> {
+    fn run<T>(
+        &mut self,
+        retries: u32,
+        mut op: impl FnMut(&Redis, &mut dyn ConnectionLike) -> redis::RedisResult<T>,
+    ) -> Result<T, RedisError> {
         let mut attempt = 0;
         loop {
             let result = match self.conn {
-                Some(c) => op(self.redis, c),
+                Some(c) => op(self.redis, c.as_mut()),
                 None => match self.redis.connect() {
-                    Ok(c) => op(self.redis, self.conn.insert(c)),
+                    Ok(c) => op(self.redis, self.conn.insert(c).as_mut()),
                     Err(e) => Err(e),
                 },
             };

@@ -42,7 +42,7 @@ impl RedisServer {
         RedisServer { child, port, _dir: dir }
     }
     fn redis(&self) -> Redis {
-        Redis::new(&format!("redis://127.0.0.1:{}", self.port), Duration::from_millis(500)).unwrap()
+        Redis::new(&format!("redis://127.0.0.1:{}", self.port), Duration::from_millis(500), false).unwrap()
     }
 }
 
@@ -129,20 +129,20 @@ fn a_write_retried_after_a_lost_reply_is_applied_once() {
     // The same CAS script, twice with one write id: what a retry after a lost reply sends.
     let mut c = redis.connect().unwrap();
     let cas = redis::Script::new(include_str!("../src/cas.lua"));
-    let first: i64 = cas.key("r").arg(n.to_string()).arg("1").arg("00000000000000aa").invoke(&mut c).unwrap();
+    let first: i64 = cas.key("r").arg(n.to_string()).arg("1").arg("00000000000000aa").invoke(c.as_mut()).unwrap();
     assert!(first > 0);
-    let again: i64 = cas.key("r").arg(n.to_string()).arg("1").arg("00000000000000aa").invoke(&mut c).unwrap();
+    let again: i64 = cas.key("r").arg(n.to_string()).arg("1").arg("00000000000000aa").invoke(c.as_mut()).unwrap();
     assert_eq!(again, -1, "recognised as already applied, not a conflict");
     let (v, n2) = s.get("r").unwrap().unwrap();
     assert_eq!((v.as_slice(), n2), (&b"1"[..], u32::try_from(first).unwrap()), "written once");
     // Another write in between still leaves the first recognisable (the last 8 ids are kept).
-    let third: i64 = cas.key("r").arg(n2.to_string()).arg("2").arg("00000000000000bb").invoke(&mut c).unwrap();
+    let third: i64 = cas.key("r").arg(n2.to_string()).arg("2").arg("00000000000000bb").invoke(c.as_mut()).unwrap();
     assert!(third > 0);
-    let late: i64 = cas.key("r").arg(n.to_string()).arg("1").arg("00000000000000aa").invoke(&mut c).unwrap();
+    let late: i64 = cas.key("r").arg(n.to_string()).arg("1").arg("00000000000000aa").invoke(c.as_mut()).unwrap();
     assert_eq!(late, -1);
     assert_eq!(s.get("r").unwrap().unwrap().0, b"2");
     // A different id with a stale token is a plain conflict.
-    let stale: i64 = cas.key("r").arg(n.to_string()).arg("9").arg("00000000000000cc").invoke(&mut c).unwrap();
+    let stale: i64 = cas.key("r").arg(n.to_string()).arg("9").arg("00000000000000cc").invoke(c.as_mut()).unwrap();
     assert_eq!(stale, 0);
 }
 
@@ -254,7 +254,7 @@ fn the_core_limits_over_redis_admit_exactly_n_from_racing_threads() {
     assert_eq!(admitted, 100);
     // One record per subscription, nothing else: no sentinel, no stray keys.
     let mut c = redis.connect().unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c.as_mut()).unwrap();
     assert_eq!(keys, vec!["mlgate/s/alice".to_string()]);
     // A bandwidth report (hits_addend = bytes) then denies the next call with the bandwidth 403.
     let mut conn = None;
