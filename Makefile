@@ -14,7 +14,7 @@ AZURITE   := $(TOOLS)/node/node_modules/.bin/azurite
 WBG_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
 
-.PHONY: help deps build build-fault lint test test-unit test-wasm test-e2e run bench clean
+.PHONY: help deps build build-fault build-profile lint test test-unit test-wasm test-e2e run bench clean
 
 help:
 	@echo "make run    - install what is missing, build, start azureml-sim + Azurite + Envoy with mlgate"
@@ -76,6 +76,14 @@ build-fault: rust-targets wasm-opt
 	cargo build --release --target wasm32-wasip1 -p mlgate --features fault-injection
 	wasm-opt $(WASM_OPT_FLAGS) target/wasm32-wasip1/release/deps/mlgate.wasm -o $(FAULT_WASM)
 
+# The same filter with `profile` (src/host/profile.rs): every callback and host call timed inside
+# the VM, published as `mlgate.profile.*` counters; `make bench` runs it beside the release build.
+# Never shipped. Built before `build`, which then re-links the release .wasm without the feature.
+PROFILE_WASM := target/wasm32-wasip1/release/mlgate-profile.wasm
+build-profile: rust-targets wasm-opt portal-assets admin-assets
+	cargo build --release --target wasm32-wasip1 -p mlgate --features profile
+	wasm-opt $(WASM_OPT_FLAGS) target/wasm32-wasip1/release/deps/mlgate.wasm -o $(PROFILE_WASM)
+
 # --- tests -------------------------------------------------------------------------------------
 test: lint test-unit test-wasm test-e2e
 
@@ -86,6 +94,7 @@ lint: rust-targets
 	cargo fmt --all --check
 	cargo clippy --workspace --exclude empty-filter --all-targets -- -D warnings
 	cargo clippy -p mlgate --target wasm32-wasip1 --lib -- -D warnings
+	cargo clippy -p mlgate --target wasm32-wasip1 --lib --features profile -- -D warnings
 	cargo clippy -p mlgate --target wasm32-unknown-unknown --no-default-features --lib --tests -- -D warnings
 	@! cargo tree -p mlgate --target wasm32-wasip1 -e normal --prefix none | grep -q '^proxy-wasm ' \
 	  || { echo "mlgate must not depend on the proxy-wasm SDK (its wrappers panic on hostile input)"; exit 1; }
@@ -104,8 +113,12 @@ test-e2e: deps build-fault build
 run: deps build
 	$(PY) envoy/run.py
 
+# The empty filter twice: with `profile` (copied aside) and then without (the shipped floor).
 bench: deps wrk
+	cargo build --release --target wasm32-wasip1 -p empty-filter --features profile
+	cp target/wasm32-wasip1/release/empty_filter.wasm target/wasm32-wasip1/release/empty_filter_profile.wasm
 	cargo build --release --target wasm32-wasip1 -p empty-filter
+	$(MAKE) build-profile
 	$(MAKE) build
 	$(PY) bench/run.py
 

@@ -38,8 +38,39 @@ from mlgate_harness.native import check_pinned_envoy, native_env, native_filter
 
 RESULTS = ROOT / "bench" / "results"
 SUBS = 1000
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-SECONDS = int(os.environ.get("BENCH_SECONDS", "8"))
+# Issue 13: more, shorter interleaved rounds; medians with a 95% interval from the rounds.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
+SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
+# The scale rounds keep three rounds (their target compares 1 vs 100,000 subscriptions only).
+SCALE_ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "3"))
+# Pinning (2 cores or more): every gateway Envoy on GATEWAY_CPU, the load generators and the
+# upstream on LOAD_CPUS, so the gateway's CPU time is not shared with its own load.
+PIN = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None and os.environ.get("BENCH_PIN", "1") == "1"
+GATEWAY_CPU = "0"
+LOAD_CPUS = ",".join(str(c) for c in range(1, os.cpu_count() or 2))
+PROFILE_WASM = WASM.parent / "mlgate-profile.wasm"
+EMPTY_PROFILE_WASM = EMPTY_WASM.parent / "empty_filter_profile.wasm"
+
+
+def pinned(args: list, cpus: str) -> list:
+    return ["taskset", "-c", cpus, *args] if PIN else list(args)
+
+
+def median_ci(xs: list[float]) -> tuple[float, float, float]:
+    """The median and a distribution-free interval of at least 95% for it: order statistics
+    k and n-1-k, with k the largest index whose binomial coverage is still >= 0.95 (n = 9:
+    the 2nd and 8th of 9, 96.1%; n <= 5 gives min and max, below 95%)."""
+    v = sorted(xs)
+    n = len(v)
+    if n == 0:
+        return (float("nan"),) * 3
+    from math import comb
+    def cover(k: int) -> float:   # P(v[k] <= median <= v[n-1-k])
+        return sum(comb(n, i) for i in range(k + 1, n - k)) / 2 ** n
+    k = 0
+    while k + 1 <= (n - 1) // 2 and cover(k + 1) >= 0.95:
+        k += 1
+    return statistics.median(v), v[k], v[n - 1 - k]
 CONNECTIONS = 16
 PATH = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
 BODY = '{"Inputs":{"input1":{"ColumnNames":["Col2"],"Values":[["This is a good day"]]}},"GlobalParameters":{}}'
@@ -199,10 +230,12 @@ class Proc(mh.Process):
     """An Envoy started with `cfg` (written to workdir/<name>.json), its log in workdir/<name>.log,
     ready once `port` listens."""
 
-    def __init__(self, name: str, cfg: dict, workdir: str, concurrency: int, port: int):
+    def __init__(self, name: str, cfg: dict, workdir: str, concurrency: int, port: int, admin: int | None = None):
         self.name = name
         path = mh.write_config(os.path.join(workdir, f"{name}.json"), cfg)
-        super().__init__(mh.envoy_args(path, concurrency, "warn"), os.path.join(workdir, f"{name}.log"),
+        self.admin = admin
+        cpus = LOAD_CPUS if name == "upstream" else GATEWAY_CPU
+        super().__init__(pinned(mh.envoy_args(path, concurrency, "warn"), cpus), os.path.join(workdir, f"{name}.log"),
                          port=port, timeout=120, env={"AZUREML_API_KEY": AML_KEY, **native_env()})
 
 
@@ -230,8 +263,8 @@ end
 
 
 def run_wrk(port: int, script: str, seconds: int) -> dict:
-    out = subprocess.run(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script,
-                          f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=seconds + 60).stdout
+    out = subprocess.run(pinned(["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", script,
+                          f"http://127.0.0.1:{port}"], LOAD_CPUS), capture_output=True, text=True, timeout=seconds + 60).stdout
 
     def latency_ms(label):
         m = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -271,9 +304,9 @@ def run_fixed_rate(gw: "Proc", port: int, uris: str, body: str, seconds: int) ->
     if not os.path.exists(absolute):
         Path(absolute).write_text("".join(f"http://127.0.0.1:{port}{line}\n" for line in Path(uris).read_text().splitlines()))
     cpu0 = gw.cpu_seconds()
-    out = subprocess.run(["h2load", "--h1", "-c", str(H2LOAD_CLIENTS), "--rps", str(FIXED_RPS // H2LOAD_CLIENTS),
+    out = subprocess.run(pinned(["h2load", "--h1", "-c", str(H2LOAD_CLIENTS), "--rps", str(FIXED_RPS // H2LOAD_CLIENTS),
                           "-D", str(seconds), "-d", body, "-H", "content-type: application/json",
-                          "-i", absolute], capture_output=True, text=True, timeout=seconds + 60).stdout
+                          "-i", absolute], LOAD_CPUS), capture_output=True, text=True, timeout=seconds + 60).stdout
     cpu = gw.cpu_seconds() - cpu0
     m = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out)
     status = re.search(r"status codes: (\d+) 2xx", out)
@@ -334,6 +367,72 @@ def micro() -> dict:
     return res
 
 
+def profile_counters(admin: int) -> dict[str, int]:
+    """The `mlgate.profile.*` counters of a profile build (Envoy prefixes them `wasmcustom.`)."""
+    out = mh.admin_get(admin, "/stats?filter=mlgate.profile.")
+    counters = {}
+    for line in out.splitlines():
+        name, _, value = line.partition(": ")
+        if "mlgate.profile." in name and value.strip().isdigit():
+            counters[name.split("mlgate.profile.", 1)[1]] = int(value)
+    return counters
+
+
+def attribution_rows(c: dict[str, int]) -> dict:
+    """Per request (per stream deleted): each callback entered, each host call, own compute;
+    the clock's own cost from the flushes' back-to-back calibration."""
+    streams = max(c.get("streams", 0), 1)
+    clock_ns = c.get("clock.ns", 0) / max(c.get("clock.calls", 0), 1)
+    rows = {"streams": streams, "clock_ns": clock_ns, "clock_calls_per_req": c.get("clock_calls", 0) / streams,
+            "cb": {}, "host": {}, "own": {}}
+    for k, v in c.items():
+        for kind in ("cb", "host", "own"):
+            if k.startswith(kind + ".") and k.endswith(".ns"):
+                site = k[len(kind) + 1:-3]
+                calls = c.get(f"{kind}.{site}.calls", c.get(f"cb.{site}.calls", 0))
+                rows[kind][site] = {"us": v / streams / 1000, "calls": calls / streams}
+        if k.startswith("cb.") and k.endswith(".calls") and k[3:-6] not in rows["cb"]:
+            rows["cb"][k[3:-6]] = {"us": 0.0, "calls": v / streams}   # counted, not timed (memory_allocate)
+    # Each timed span costs about one clock call inside what it measures (the end of the first
+    # reading to the start of the second), and a callback also contains its host calls' two each.
+    host_calls = sum(r["calls"] for r in rows["host"].values())
+    cb_calls = sum(r["calls"] for s, r in rows["cb"].items() if s != "memory_allocate")
+    rows["vm_us"] = sum(r["us"] for r in rows["cb"].values())
+    rows["host_us"] = sum(r["us"] for r in rows["host"].values())
+    rows["own_us"] = sum(r["us"] for r in rows["own"].values())
+    rows["clock_in_host_us"] = host_calls * clock_ns / 1000
+    rows["clock_in_own_us"] = (host_calls + cb_calls) * clock_ns / 1000
+    return rows
+
+
+def attribution_table(att: dict, summary: dict) -> list[str]:
+    if not att:
+        return []
+    names = list(att)
+    lines = ["Attribution inside the VM (profile builds, same configuration and fixed-rate load, same rounds): "
+             "us per request (calls per request). Host calls are timed from inside the VM (crossing + Envoy's work); "
+             "own = callback time minus the host calls in it.", "",
+             "| part | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    def cell(n, kind, site):
+        r = att[n][kind].get(site)
+        return "-" if r is None or (r["us"] == 0 and r["calls"] == 0) else f"{r['us']:.2f} ({r['calls']:.2f})"
+    for kind, label in (("cb", "callback"), ("host", "host call"), ("own", "own compute in")):
+        sites = sorted({s for n in names for s in att[n][kind]}, key=lambda s: -max(att[n][kind].get(s, {"us": 0})["us"] for n in names))
+        for site in sites:
+            if all(cell(n, kind, site) == "-" for n in names):
+                continue
+            lines.append(f"| {label} {site} | " + " | ".join(cell(n, kind, site) for n in names) + " |")
+    lines += [f"| **all callbacks (time in the VM)** | " + " | ".join(f"**{att[n]['vm_us']:.2f}**" for n in names) + " |",
+              f"| all host calls | " + " | ".join(f"{att[n]['host_us']:.2f}" for n in names) + " |",
+              f"| all own compute | " + " | ".join(f"{att[n]['own_us']:.2f}" for n in names) + " |",
+              f"| clock: ns per call / calls per request | " + " | ".join(f"{att[n]['clock_ns']:.0f} / {att[n]['clock_calls_per_req']:.1f}" for n in names) + " |",
+              f"| of which clock inside host calls / inside own compute | " + " | ".join(f"{att[n]['clock_in_host_us']:.2f} / {att[n]['clock_in_own_us']:.2f}" for n in names) + " |",
+              f"| own compute less the clock | " + " | ".join(f"{att[n]['own_us'] - att[n]['clock_in_own_us']:.2f}" for n in names) + " |",
+              f"| profile build's CPU us/req (release build's) | " + " | ".join(
+                  f"{att[n]['cpu_us_per_req']:.2f} ({summary[n]['cpu_us_per_req']:.2f})" if n in summary else "-" for n in names) + " |"]
+    return lines
+
+
 def fmt(v, nd=1):
     return "-" if v is None else f"{v:,.{nd}f}"
 
@@ -345,7 +444,7 @@ def main():
     started = time.time()
     workdir = tempfile.mkdtemp(prefix="mlgate-bench-")
     up_port, up_admin = free_port(), free_port()
-    upstream = Proc("upstream", upstream_config(up_port, up_admin), workdir, 1, up_port)
+    upstream = Proc("upstream", upstream_config(up_port, up_admin), workdir, 1, up_port, up_admin)
     script = wrk_script(workdir, SUBS)
     fixed = h2load_inputs(workdir, SUBS)
 
@@ -354,7 +453,18 @@ def main():
     gateways = {}
     for name, (fs, rs, sec) in configs.items():
         port, admin = free_port(), free_port()
-        gateways[name] = Proc(name, bootstrap(port, admin, up_port, fs, rs, sec), workdir, 1, port)
+        gateways[name] = Proc(name, bootstrap(port, admin, up_port, fs, rs, sec), workdir, 1, port, admin)
+        check_forwarding(port, key(7))
+    # Attribution (issue 13): the profile builds of mlgate and the empty filter, the same
+    # configuration, measured in the same rounds at the same fixed rate (not in the tables).
+    profiled = {}
+    for name, path, conf in (("mlgate", PROFILE_WASM, mlgate_config(SUBS)), ("empty-wasm", EMPTY_PROFILE_WASM, None)):
+        if not path.exists():
+            print(f"{path} is missing (make bench builds it): no attribution for {name}")
+            continue
+        port, admin = free_port(), free_port()
+        profiled[name] = Proc(f"{name}-profile", bootstrap(port, admin, up_port, [wasm_filter(path, conf, name)], prefix_route()),
+                              workdir, 1, port, admin)
         check_forwarding(port, key(7))
     assert keyless_status(gateways["mlgate"].port) == 401
     assert keyless_status(gateways["mlgate-native"].port) == 401
@@ -362,13 +472,21 @@ def main():
         assert keyless_status(gateways["native-chain"].port) == 401
 
     rounds: dict[str, list[dict]] = {n: [] for n in gateways}
-    for name, gw in gateways.items():          # warm-up
+    prof_rounds: dict[str, list[dict]] = {n: [] for n in profiled}
+    prof_sums: dict[str, dict[str, int]] = {n: {} for n in profiled}
+    for name, gw in [*gateways.items(), *profiled.items()]:          # warm-up
         run_wrk(gw.port, script, 2)
     for _ in range(ROUNDS):                     # alternating rounds: drift hits all alike
         for name, gw in gateways.items():
             rounds[name].append(measure(gw, script, SECONDS, fixed))
+        for name, gw in profiled.items():       # fixed rate only; counters read around it
+            before = profile_counters(gw.admin)
+            prof_rounds[name].append(run_fixed_rate(gw, gw.port, fixed[0], fixed[1], SECONDS))
+            after = profile_counters(gw.admin)
+            for k, v in after.items():
+                prof_sums[name][k] = prof_sums[name].get(k, 0) + v - before.get(k, 0)
     rss = {n: g.peak_rss_kib() for n, g in gateways.items()}
-    for g in gateways.values():
+    for g in [*gateways.values(), *profiled.values()]:
         g.stop()
 
     summary = {}
@@ -386,11 +504,20 @@ def main():
         }
     base = summary["no-filter"]
     for s in summary.values():
-        s["cpu_overhead_us"] = s["cpu_us_per_req"] - base["cpu_us_per_req"]
+        # Paired by round (the rounds interleave, so each difference shares its round's drift).
+        diffs = [r["cpu_us_per_req"] - b["cpu_us_per_req"] for r, b in zip(s["rounds"], base["rounds"])]
+        s["cpu_overhead_us"], s["overhead_lo"], s["overhead_hi"] = median_ci(diffs)
+        _, s["cpu_lo"], s["cpu_hi"] = median_ci([r["cpu_us_per_req"] for r in s["rounds"]])
+    attribution = {n: attribution_rows(prof_sums[n]) for n in profiled}
+    for n in profiled:
+        attribution[n]["cpu_us_per_req"] = statistics.median(r["cpu_us_per_req"] for r in prof_rounds[n])
+    attribution_lines = attribution_table(attribution, summary)
     if quick:
         for name, s in summary.items():
             print(f"{name:32} {s['rps']:8,.0f} req/s  p99 {s['p99_ms']:.2f} ms  CPU {s['cpu_us_per_req']:7.2f} us/req "
-                  f"(±{s['cpu_us_spread'] / 2:.2f})  overhead {s['cpu_overhead_us']:7.2f} us  non-2xx {s['non2xx']}")
+                  f"[{s['cpu_lo']:.2f}, {s['cpu_hi']:.2f}]  overhead {s['cpu_overhead_us']:7.2f} us "
+                  f"[{s['overhead_lo']:.2f}, {s['overhead_hi']:.2f}]  non-2xx {s['non2xx']}")
+        print("\n".join(attribution_lines))
         upstream.stop()
         return
 
@@ -403,11 +530,11 @@ def main():
     for n in (1, 1000, 100000):
         port, admin = free_port(), free_port()
         t0 = time.time()
-        scaled[n] = Proc(f"mlgate-{n}", bootstrap(port, admin, up_port, *scale_config(n)), workdir, 1, port)
+        scaled[n] = Proc(f"mlgate-{n}", bootstrap(port, admin, up_port, *scale_config(n)), workdir, 1, port, admin)
         scale[n] = {"envoy_ready_s": time.time() - t0, "rounds": []}
         check_forwarding(port, key(0))
         run_wrk(port, one_key, 2)
-    for _ in range(ROUNDS):
+    for _ in range(SCALE_ROUNDS):
         for n, gw in scaled.items():
             scale[n]["rounds"].append(measure(gw, one_key, max(SECONDS // 2, 3), one_key_fixed))
     for n, gw in scaled.items():
@@ -463,15 +590,19 @@ def main():
     machine = f"{cpu_model}, {os.cpu_count()} cores, {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, {platform.system()} {platform.release()}"
     env_version = subprocess.run([str(ENVOY), "--version"], capture_output=True, text=True).stdout.strip().split("version: ")[-1]
 
-    lines = [f"Machine: {machine}. Envoy {env_version}. wrk -t1 -c{CONNECTIONS}, {ROUNDS} rounds x {SECONDS} s, "
-             f"keys rotating over {SUBS} subscriptions; gateway --concurrency 1. req/s and latency: closed loop (wrk); "
+    pin = (f"gateway Envoys pinned to CPU {GATEWAY_CPU}, upstream and load generators to CPU {LOAD_CPUS} (taskset)"
+           if PIN else "not pinned")
+    lines = [f"Machine: {machine}. Envoy {env_version}. wrk -t1 -c{CONNECTIONS}, {ROUNDS} interleaved rounds x {SECONDS} s, "
+             f"keys rotating over {SUBS} subscriptions; gateway --concurrency 1; {pin}. req/s and latency: closed loop (wrk); "
              f"CPU us/req: user+sys of the gateway Envoy at a fixed {FIXED_RPS} req/s (h2load, keys in the query) "
-             f"/ requests done.", "",
+             f"/ requests done. Medians over the rounds, [95% interval of the median from the rounds' order statistics]; "
+             f"the overhead is the median of the per-round differences to (1).", "",
              "| configuration | req/s | p50 ms | p99 ms | CPU us/req | overhead vs (1) us | peak RSS MiB | non-2xx |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for i, (name, s) in enumerate(summary.items(), 1):
         lines.append(f"| ({i}) {name} | {s['rps']:,.0f} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['cpu_us_per_req']:.2f} "
-                     f"(±{s['cpu_us_spread'] / 2:.2f}) | {s['cpu_overhead_us']:.2f} | {s['peak_rss_mib']:.1f} | {s['non2xx']} |")
+                     f"[{s['cpu_lo']:.2f}, {s['cpu_hi']:.2f}] | {s['cpu_overhead_us']:.2f} [{s['overhead_lo']:.2f}, {s['overhead_hi']:.2f}] "
+                     f"| {s['peak_rss_mib']:.1f} | {s['non2xx']} |")
     lines += ["", "Ratios of mlgate to (1) no filter, (2) empty Wasm, (3) native chain:", "",
               "| | vs (1) | vs (2) | vs (3) |", "|---|---:|---:|---:|",
               "| throughput | " + " | ".join(f"{m['rps'] / summary[k]['rps']:.2f}x" for k in ("no-filter", "empty-wasm", "native-chain")) + " |",
@@ -491,6 +622,7 @@ def main():
     lines += ["", "Core micro-benchmark (criterion, native, median):", "", "| step | ns | allocations |", "|---|---:|---:|"]
     for k, v in sorted(micro_res.items()):
         lines.append(f"| {k} | {fmt(v.get('ns'), 0)} | {fmt(v.get('allocs_per_request'), 1)} |")
+    lines += [""] + attribution_lines
     lines += ["", f"Release mlgate.wasm: {wasm_kb:.1f} KB.", "", "| target | result | measured |", "|---|---|---|"]
     for t, ok, what in targets:
         lines.append(f"| {t} | {'PASS' if ok else 'MISS'} | {what} |")
@@ -505,7 +637,7 @@ def main():
     (RESULTS / f"{stamp}.md").write_text(table + "\n")
     (RESULTS / f"{stamp}.json").write_text(json.dumps({
         "machine": machine, "envoy": env_version, "summary": summary, "scale": scale, "micro": micro_res,
-        "wasm_kb": wasm_kb, "targets": [{"target": t, "pass": ok, "measured": w} for t, ok, w in targets],
+        "attribution": attribution, "wasm_kb": wasm_kb, "targets": [{"target": t, "pass": ok, "measured": w} for t, ok, w in targets],
         "fleet": {k: v for k, v in fleet_res.items() if k != "lines"},
         "wall_seconds": elapsed}, indent=2))
     print(f"\nwrote bench/results/{stamp}.md and .json")

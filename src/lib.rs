@@ -32,7 +32,9 @@ pub mod usage;
 #[cfg(all(feature = "host", target_arch = "wasm32"))]
 mod host;
 
-pub use admit::{admit, export, record_bandwidth, Admission, Connection, Event, Events, Forward, Identity, Outcome, Request};
+pub use admit::{
+    address_without_port, admit, export, record_bandwidth, Admission, Connection, Event, Events, Forward, Identity, Outcome, Request,
+};
 pub use config::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
 pub use keys::Digest;
 pub use limits::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};

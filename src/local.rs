@@ -26,6 +26,30 @@ pub fn under(path: &[u8], prefix: &str) -> bool {
     path.starts_with(prefix.as_bytes()) && matches!(path.get(prefix.len()), None | Some(b'/' | b'?'))
 }
 
+/// The part of the request path below `prefix` (without the query), or APIM-style 405 for
+/// anything but GET and HEAD: local endpoints only read.
+pub(crate) fn below<'r>(req: &Request<'r>, prefix: &str) -> Result<&'r [u8], Reply> {
+    if req.method != b"GET" && req.method != b"HEAD" {
+        return Err(Reply::json(405, "Method not allowed").with_header("allow", "GET, HEAD".to_string()));
+    }
+    let path = match req.path.iter().position(|&b| b == b'?') {
+        Some(i) => req.path.get(..i).unwrap_or_default(),
+        None => req.path,
+    };
+    Ok(path.get(prefix.len()..).unwrap_or_default())
+}
+
+/// Adds the security headers every local page carries, with the page's own CSP. `private`:
+/// never stored by any cache.
+pub(crate) fn secure(mut r: Reply, csp: &str, private: bool) -> Reply {
+    r.headers.push(("content-security-policy".into(), csp.into()));
+    r.headers.push(("x-content-type-options".into(), "nosniff".into()));
+    r.headers.push(("x-frame-options".into(), "DENY".into()));
+    r.headers.push(("referrer-policy".into(), "no-referrer".into()));
+    r.headers.push(("cache-control".into(), if private { "no-store" } else { "no-cache" }.into()));
+    r
+}
+
 /// The local reply for `req`, or `None` when it is not a local endpoint's (then it goes
 /// through `admit` as every request does).
 pub fn serve(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Option<Reply> {

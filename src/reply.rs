@@ -90,3 +90,9 @@ pub fn limits_unavailable() -> Reply {
 pub fn internal_error() -> Reply {
     Reply::json(500, "Internal server error")
 }
+
+/// A client's `Host`, reduced to the characters a host may have, for text mlgate echoes back
+/// (the 401 challenge's realm, the portal's base URLs): nothing else may pass.
+pub fn host_chars(authority: &[u8]) -> String {
+    authority.iter().filter(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(b)).map(|&b| char::from(b)).collect()
+}

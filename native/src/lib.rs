@@ -502,14 +502,7 @@ struct Downstream<'f>(&'f Filter);
 impl Connection for Downstream<'_> {
     fn address(&mut self) -> Option<Vec<u8>> {
         // `source.address` is `ip:port` or `[v6]:port`, as Envoy established it.
-        let mut a = self.0.attribute_string(abi::ATTR_SOURCE_ADDRESS)?;
-        if let Some(i) = a.iter().rposition(|&b| b == b':') {
-            if a.get(i + 1..).is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit)) {
-                a.truncate(i);
-            }
-        }
-        a.retain(|&b| b != b'[' && b != b']');
-        Some(a)
+        self.0.attribute_string(abi::ATTR_SOURCE_ADDRESS).map(mlgate::address_without_port)
     }
 
     fn is_tls(&mut self) -> bool {

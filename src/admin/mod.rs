@@ -84,14 +84,10 @@ pub fn authorized(admin: &Admin, req: &Request<'_>) -> bool {
 
 /// The reply to a request under the admin path.
 pub fn serve(gw: &Gateway, admin: &Admin, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Reply {
-    let path = match req.path.iter().position(|&b| b == b'?') {
-        Some(i) => req.path.get(..i).unwrap_or_default(),
-        None => req.path,
+    let sub = match crate::local::below(req, &admin.path) {
+        Ok(sub) => sub,
+        Err(r) => return secure(r, true),
     };
-    let sub = path.get(admin.path.len()..).unwrap_or_default();
-    if req.method != b"GET" && req.method != b"HEAD" {
-        return secure(Reply::json(405, "Method not allowed").with_header("allow", "GET, HEAD".to_string()), true);
-    }
     match sub {
         // The page's relative URLs need the trailing slash.
         b"" => secure(
@@ -149,13 +145,8 @@ fn unauthorized() -> Reply {
         .with_header("www-authenticate", "Bearer realm=\"mlgate-admin\"".to_string())
 }
 
-fn secure(mut r: Reply, private: bool) -> Reply {
-    r.headers.push(("content-security-policy".into(), CSP.into()));
-    r.headers.push(("x-content-type-options".into(), "nosniff".into()));
-    r.headers.push(("x-frame-options".into(), "DENY".into()));
-    r.headers.push(("referrer-policy".into(), "no-referrer".into()));
-    r.headers.push(("cache-control".into(), if private { "no-store" } else { "no-cache" }.into()));
-    r
+fn secure(r: Reply, private: bool) -> Reply {
+    crate::local::secure(r, CSP, private)
 }
 
 /// Every product quota's counter per subscription, read from the records the limits write

@@ -86,7 +86,7 @@ pub(super) fn identify<'g, 'r>(
     };
     if presented.is_empty() {
         let scheme = if req.scheme == b"http" { "http" } else { "https" };
-        return Err(Early::Reply(reply::missing_key(scheme, &host_for_realm(req.authority), api), Event::MissingKey));
+        return Err(Early::Reply(reply::missing_key(scheme, &reply::host_chars(req.authority), api), Event::MissingKey));
     }
     let sub_index = gw.keys.find(&presented).ok_or_else(invalid_key)?;
     let sub = gw.subscriptions.get(sub_index as usize).ok_or_else(invalid_key)?;
@@ -111,10 +111,4 @@ fn match_api(gw: &Gateway, path: &[u8]) -> Option<u16> {
         let p = api.prefix.as_bytes();
         path.starts_with(p) && matches!(path.get(p.len()), None | Some(b'/'))
     })
-}
-
-/// The client's `Host`, reduced to the characters a host may have, for the 401 challenge's
-/// realm (it is echoed into a response header, so nothing else may pass).
-fn host_for_realm(authority: &[u8]) -> String {
-    authority.iter().filter(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(b)).map(|&b| char::from(b)).collect()
 }

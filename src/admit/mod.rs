@@ -60,6 +60,18 @@ pub trait Connection {
     fn is_tls(&mut self) -> bool;
 }
 
+/// Envoy's `source.address` (`ip:port` or `[v6]:port`) without its port and brackets: what
+/// `counter: "ip"` counts. Both hosts read the attribute and hand it here.
+pub fn address_without_port(mut a: Vec<u8>) -> Vec<u8> {
+    if let Some(i) = a.iter().rposition(|&b| b == b':') {
+        if a.get(i + 1..).is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit)) {
+            a.truncate(i);
+        }
+    }
+    a.retain(|&b| b != b'[' && b != b']');
+    a
+}
+
 /// What the host must do with a request.
 pub enum Outcome<'g, 'r> {
     /// Answer now; nothing goes upstream.

@@ -55,6 +55,7 @@ pub const HISTOGRAM: u32 = 2;
 /// A boxed slice has exactly `size` bytes of capacity, so [`take`] can rebuild it.
 #[no_mangle]
 pub extern "C" fn proxy_on_memory_allocate(size: usize) -> *mut u8 {
+    let _p = super::profile::callback(super::profile::Cb::MemoryAllocate);
     Box::into_raw(vec![0u8; size].into_boxed_slice()).cast::<u8>()
 }
 
@@ -69,6 +70,7 @@ fn take(data: *mut u8, size: usize) -> Vec<u8> {
 }
 
 pub fn log(level: u32, msg: &str) {
+    let _p = super::profile::host(super::profile::Host::Log);
     // SAFETY: pointer and length come from a live &str.
     unsafe { proxy_log(level, msg.as_ptr(), msg.len()) };
 }
@@ -80,6 +82,7 @@ pub fn now_ms() -> u64 {
 
 /// Nanoseconds since the Unix epoch by the host's clock (0 if it will not say).
 pub fn now_ns() -> u64 {
+    let _p = super::profile::host(super::profile::Host::Clock);
     let mut t = 0u64;
     // SAFETY: the host writes one u64 through a pointer to a live local.
     let status = unsafe { proxy_get_current_time_nanoseconds(&mut t) };
@@ -91,6 +94,7 @@ pub fn now_ns() -> u64 {
 }
 
 pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
+    let _p = super::profile::host(super::profile::Host::GetBuffer);
     let (mut data, mut len) = (null_mut(), 0usize);
     // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
     let status = unsafe { proxy_get_buffer_bytes(PLUGIN_CONFIGURATION, 0, size, &mut data, &mut len) };
@@ -99,6 +103,7 @@ pub fn plugin_configuration(size: usize) -> Option<Vec<u8>> {
 
 /// The serialized header map (`count u32 | (key_len u32, value_len u32)* | (key \0 value \0)*`).
 pub fn header_map(map: u32) -> Option<Vec<u8>> {
+    let _p = super::profile::host(super::profile::Host::GetHeaderPairs);
     let (mut data, mut len) = (null_mut(), 0usize);
     // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
     let status = unsafe { proxy_get_header_map_pairs(map, &mut data, &mut len) };
@@ -140,23 +145,27 @@ pub fn serialize_header_map(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
 }
 
 pub fn set_header_map(map: u32, pairs: &[(&[u8], &[u8])]) -> bool {
+    let _p = super::profile::host(super::profile::Host::SetHeaderPairs);
     let buf = serialize_header_map(pairs);
     // SAFETY: pointer and length come from a live Vec.
     unsafe { proxy_set_header_map_pairs(map, buf.as_ptr(), buf.len()) == OK }
 }
 
 pub fn add_header(map: u32, key: &str, value: &str) {
+    let _p = super::profile::host(super::profile::Host::AddHeader);
     // SAFETY: pointers and lengths come from live &strs.
     unsafe { proxy_add_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len()) };
 }
 
 pub fn remove_header(map: u32, key: &str) {
+    let _p = super::profile::host(super::profile::Host::RemoveHeader);
     // SAFETY: pointer and length come from a live &str.
     unsafe { proxy_remove_header_map_value(map, key.as_ptr(), key.len()) };
 }
 
 /// A property by its path (parts separated by NUL, e.g. `b"source\0address"`).
 pub fn property(path: &[u8]) -> Option<Vec<u8>> {
+    let _p = super::profile::host(super::profile::Host::GetProperty);
     let (mut data, mut len) = (null_mut(), 0usize);
     // SAFETY: path from a live slice; out-pointers to live locals; the buffer is ours.
     let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut len) };
@@ -165,11 +174,13 @@ pub fn property(path: &[u8]) -> Option<Vec<u8>> {
 
 /// Sets filter state `wasm.<name>`. Failure is ignored: the export is informational.
 pub fn set_property(name: &str, value: &[u8]) {
+    let _p = super::profile::host(super::profile::Host::SetProperty);
     // SAFETY: pointers and lengths come from live slices.
     unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
 }
 
 pub fn send_local_response(status: u16, headers: &[(&[u8], &[u8])], body: &[u8]) {
+    let _p = super::profile::host(super::profile::Host::SendLocalResponse);
     let map = serialize_header_map(headers);
     let details = b"mlgate";
     // SAFETY: every pointer and length comes from a live slice.
@@ -189,6 +200,7 @@ pub fn send_local_response(status: u16, headers: &[(&[u8], &[u8])], body: &[u8])
 
 /// Shared data: Ok(Some((value, cas))), Ok(None) if absent, Err(status) otherwise.
 pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, u32> {
+    let _p = super::profile::host(super::profile::Host::GetSharedData);
     let (mut data, mut len, mut cas) = (null_mut(), 0usize, 0u32);
     // SAFETY: key from a live &str; out-pointers to live locals; the buffer is ours.
     let status = unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) };
@@ -200,11 +212,13 @@ pub fn get_shared_data(key: &str) -> Result<Option<(Vec<u8>, u32)>, u32> {
 }
 
 pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> u32 {
+    let _p = super::profile::host(super::profile::Host::SetSharedData);
     // SAFETY: pointers and lengths come from live slices.
     unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) }
 }
 
 pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
+    let _p = super::profile::host(super::profile::Host::DefineMetric);
     let mut id = 0u32;
     // SAFETY: name from a live &str; out-pointer to a live local.
     let status = unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) };
@@ -212,18 +226,21 @@ pub fn define_metric(kind: u32, name: &str) -> Option<u32> {
 }
 
 pub fn increment_metric(id: u32, by: i64) {
+    let _p = super::profile::host(super::profile::Host::IncrementMetric);
     // SAFETY: plain values.
     unsafe { proxy_increment_metric(id, by) };
 }
 
 /// Sets a gauge, or records a histogram value.
 pub fn record_metric(id: u32, value: u64) {
+    let _p = super::profile::host(super::profile::Host::RecordMetric);
     // SAFETY: plain values.
     unsafe { proxy_record_metric(id, value) };
 }
 
 /// A counter's or gauge's current value (histograms cannot be read back).
 pub fn get_metric(id: u32) -> Option<u64> {
+    let _p = super::profile::host(super::profile::Host::GetMetric);
     let mut v = 0u64;
     // SAFETY: the host writes one u64 through a pointer to a live local.
     let status = unsafe { proxy_get_metric(id, &mut v) };
@@ -232,6 +249,7 @@ pub fn get_metric(id: u32) -> Option<u64> {
 
 /// One header's value (the first, if repeated).
 pub fn header_value(map: u32, key: &str) -> Option<Vec<u8>> {
+    let _p = super::profile::host(super::profile::Host::GetHeaderValue);
     let (mut data, mut len) = (null_mut(), 0usize);
     // SAFETY: key from a live &str; out-pointers to live locals; the buffer is ours.
     let status = unsafe { proxy_get_header_map_value(map, key.as_ptr(), key.len(), &mut data, &mut len) };
@@ -271,6 +289,7 @@ pub const STREAM_REQUEST: u32 = 0;
 /// of the root context with the returned token. `service` is a serialized
 /// `envoy.config.core.v3.GrpcService`. Err: the host's status (the call was not made).
 pub fn grpc_call(service: &[u8], service_name: &str, method: &str, message: &[u8], timeout_ms: u32) -> Result<u32, u32> {
+    let _p = super::profile::host(super::profile::Host::GrpcCall);
     let metadata = serialize_header_map(&[]);
     let mut token = 0u32;
     // SAFETY: every pointer and length comes from a live slice; the token is a live local.
@@ -298,6 +317,7 @@ pub fn grpc_call(service: &[u8], service_name: &str, method: &str, message: &[u8
 }
 
 pub fn grpc_cancel(token: u32) {
+    let _p = super::profile::host(super::profile::Host::GrpcCancel);
     // SAFETY: a plain value.
     unsafe { proxy_grpc_cancel(token) };
 }
@@ -305,18 +325,21 @@ pub fn grpc_cancel(token: u32) {
 /// Makes `context_id` the context later host calls act on (from a root-context callback).
 /// False if the host no longer knows that context (the stream ended).
 pub fn set_effective_context(context_id: u32) -> bool {
+    let _p = super::profile::host(super::profile::Host::SetEffectiveContext);
     // SAFETY: a plain value.
     unsafe { proxy_set_effective_context(context_id) == OK }
 }
 
 /// Resumes a stream paused in `proxy_on_request_headers`.
 pub fn continue_request() -> bool {
+    let _p = super::profile::host(super::profile::Host::ContinueStream);
     // SAFETY: a plain value.
     unsafe { proxy_continue_stream(STREAM_REQUEST) == OK }
 }
 
 /// `size` bytes of a host buffer (e.g. [`GRPC_RECEIVE_BUFFER`]).
 pub fn buffer(kind: u32, size: usize) -> Option<Vec<u8>> {
+    let _p = super::profile::host(super::profile::Host::GetBuffer);
     let (mut data, mut len) = (null_mut(), 0usize);
     // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
     let status = unsafe { proxy_get_buffer_bytes(kind, 0, size, &mut data, &mut len) };

@@ -6,6 +6,7 @@
 //! callbacks and request trailers (held while a request waits for the store's answer).
 
 mod abi;
+mod profile;
 mod rls;
 
 use crate::usage::{self, extremes::Extremes, Call, Kind, Update};
@@ -197,6 +198,7 @@ pub extern "C" fn proxy_on_vm_start(_root: u32, _size: usize) -> bool {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
+    let _p = profile::callback(profile::Cb::ContextCreate);
     if parent == 0 {
         ROOTS.with(|r| {
             if let Ok(mut m) = r.try_borrow_mut() {
@@ -227,6 +229,7 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> bool {
+    let _p = profile::callback(profile::Cb::Configure);
     // An absent configuration is an empty one: `from_json` refuses it with its own line.
     let bytes = abi::plugin_configuration(size).unwrap_or_default();
     let started = abi::now_ms();
@@ -273,14 +276,7 @@ impl Connection for Downstream {
     fn address(&mut self) -> Option<Vec<u8>> {
         // `source.address` is `ip:port` or `[v6]:port`, as Envoy established it (with
         // `use_remote_address`, not from X-Forwarded-For).
-        let mut a = abi::property(b"source\0address")?;
-        if let Some(i) = a.iter().rposition(|&b| b == b':') {
-            if a.get(i + 1..).is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit)) {
-                a.truncate(i);
-            }
-        }
-        a.retain(|&b| b != b'[' && b != b']');
-        Some(a)
+        abi::property(b"source\0address").map(crate::admit::address_without_port)
     }
 
     fn is_tls(&mut self) -> bool {
@@ -336,6 +332,7 @@ fn send_reply(r: &crate::Reply) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+    let _p = profile::callback(profile::Cb::RequestHeaders);
     with_stream(id, |st| on_request_headers(id, st)).unwrap_or(CONTINUE)
 }
 
@@ -439,6 +436,7 @@ fn reply(st: &mut Stream, r: &crate::Reply) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
+    let _p = profile::callback(profile::Cb::RequestBody);
     add_body(id, size, false);
     if rls::waiting(id) {
         // Held with the paused headers until the remote store answers.
@@ -450,6 +448,7 @@ pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end_of_stream: bo
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
+    let _p = profile::callback(profile::Cb::ResponseBody);
     add_body(id, size, true);
     CONTINUE
 }
@@ -472,6 +471,7 @@ fn add_body(id: u32, size: usize, response: bool) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+    let _p = profile::callback(profile::Cb::ResponseHeaders);
     with_stream(id, |st| {
         if let Some(m) = st.measure.as_mut().filter(|m| m.upstream) {
             // The backend answered (or Envoy did for it): serviceTime ends, the status is set.
@@ -487,6 +487,7 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_st
 
 #[no_mangle]
 pub extern "C" fn proxy_on_log(id: u32) {
+    let _p = profile::callback(profile::Cb::Log);
     with_stream(id, |st| {
         let Some(gw) = st.gateway.clone() else { return };
         // One clock reading for the end of the call and its bandwidth.
@@ -515,11 +516,19 @@ pub extern "C" fn proxy_on_log(id: u32) {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_done(_id: u32) -> bool {
+    let _p = profile::callback(profile::Cb::Done);
     true
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(id: u32) {
+    on_delete(id);
+    // After the callback's span: the flush is not part of any request's time.
+    profile::flush_maybe();
+}
+
+fn on_delete(id: u32) {
+    let _p = profile::callback(profile::Cb::Delete);
     rls::forget(id);
     STREAMS.with(|s| {
         if let Ok(mut m) = s.try_borrow_mut() {

@@ -284,18 +284,21 @@ fn resume(token: u32, answer: Result<Vec<u8>, u32>) {
 /// A call's response message (a unary call's only success callback).
 #[no_mangle]
 pub extern "C" fn proxy_on_grpc_receive(_root: u32, token: u32, size: usize) {
+    let _p = super::profile::callback(super::profile::Cb::GrpcReceive);
     resume(token, Ok(abi::buffer(abi::GRPC_RECEIVE_BUFFER, size).unwrap_or_default()));
 }
 
 /// A call failed (its gRPC status: 4 deadline exceeded, 14 unavailable, ...).
 #[no_mangle]
 pub extern "C" fn proxy_on_grpc_close(_root: u32, token: u32, status: u32) {
+    let _p = super::profile::callback(super::profile::Cb::GrpcClose);
     resume(token, Err(status));
 }
 
 /// Trailers of a paused request wait with it (Envoy would otherwise resume the headers).
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(id: u32, _trailers: usize) -> u32 {
+    let _p = super::profile::callback(super::profile::Cb::RequestTrailers);
     if waiting(id) {
         1
     } else {

@@ -44,14 +44,10 @@ const KEY_HEADER: &[u8] = b"ocp-apim-subscription-key";
 
 /// The reply to a request under the portal's path.
 pub fn serve(gw: &Gateway, portal: &Portal, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Reply {
-    let path = match req.path.iter().position(|&b| b == b'?') {
-        Some(i) => req.path.get(..i).unwrap_or_default(),
-        None => req.path,
+    let sub = match crate::local::below(req, &portal.path) {
+        Ok(sub) => sub,
+        Err(r) => return secure(r, true),
     };
-    let sub = path.get(portal.path.len()..).unwrap_or_default();
-    if req.method != b"GET" && req.method != b"HEAD" {
-        return secure(Reply::json(405, "Method not allowed").with_header("allow", "GET, HEAD".to_string()), true);
-    }
     match sub {
         b"" | b"/" | b"/index.html" => secure(page(portal), false),
         b"/portal.js" => secure(compressed("text/javascript; charset=utf-8", SCRIPT_GZ), false),
@@ -88,20 +84,14 @@ pub fn page(portal: &Portal) -> Reply {
 }
 
 /// Adds the portal's security headers. `private`: never stored by any cache.
-fn secure(mut r: Reply, private: bool) -> Reply {
-    r.headers.push(("content-security-policy".into(), CSP.into()));
-    r.headers.push(("x-content-type-options".into(), "nosniff".into()));
-    r.headers.push(("x-frame-options".into(), "DENY".into()));
-    r.headers.push(("referrer-policy".into(), "no-referrer".into()));
-    r.headers.push(("cache-control".into(), if private { "no-store" } else { "no-cache" }.into()));
-    r
+fn secure(r: Reply, private: bool) -> Reply {
+    crate::local::secure(r, CSP, private)
 }
 
 /// `scheme://host` as the client reached the gateway, for base URLs; the host is reduced to
 /// the characters a host may have (it comes from the client). Empty if there is none.
 fn origin(req: &Request<'_>) -> String {
-    let host: String =
-        req.authority.iter().filter(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(b)).map(|&b| char::from(b)).collect();
+    let host = crate::reply::host_chars(req.authority);
     if host.is_empty() {
         return String::new();
     }
