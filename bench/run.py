@@ -450,6 +450,9 @@ def main():
 
     quick = "--quick" in sys.argv
     configs = gateway_configs(quick)
+    if "--attribution" in sys.argv:   # the quick A/B of a cut: the floor, mlgate and the profile builds
+        quick = True
+        configs = {k: configs[k] for k in ("no-filter", "empty-wasm", "mlgate", "mlgate-native")}
     gateways = {}
     for name, (fs, rs, sec) in configs.items():
         port, admin = free_port(), free_port()
@@ -458,7 +461,11 @@ def main():
     # Attribution (issue 13): the profile builds of mlgate and the empty filter, the same
     # configuration, measured in the same rounds at the same fixed rate (not in the tables).
     profiled = {}
-    for name, path, conf in (("mlgate", PROFILE_WASM, mlgate_config(SUBS)), ("empty-wasm", EMPTY_PROFILE_WASM, None)):
+    # BENCH_PROFILE_VARIANTS="name=path.wasm,...": more profile builds of mlgate, same configuration
+    # (a cut measured side by side with the current build, e.g. opt-level 3).
+    variants = [tuple(v.split("=", 1)) for v in os.environ.get("BENCH_PROFILE_VARIANTS", "").split(",") if "=" in v]
+    for name, path, conf in (("mlgate", PROFILE_WASM, mlgate_config(SUBS)), ("empty-wasm", EMPTY_PROFILE_WASM, None),
+                             *((n, Path(p), mlgate_config(SUBS)) for n, p in variants)):
         if not path.exists():
             print(f"{path} is missing (make bench builds it): no attribution for {name}")
             continue
