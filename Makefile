@@ -157,7 +157,7 @@ test-e2e: oci cli
 # library is not itself called `mlgate`.
 NATIVE_SO       := target/release/libmlgate.so
 NATIVE_FAULT_SO := target/release/libmlgate_fault.so
-.PHONY: native native-fault
+.PHONY: native native-fault native-empty
 export MLGATE_FORM
 
 native:
@@ -171,9 +171,15 @@ native-fault:
 	cargo build --profile native -p mlgate-native --features fault-injection
 	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
 
+# The module with `empty-module` (the request hook returns at once): the benchmark's floor of the
+# dynamic-module boundary, loaded as `mlgate_empty`. Never shipped. Built before `native` too.
+native-empty:
+	cargo build --profile native -p mlgate-native --features empty-module
+	@mkdir -p target/release && cp target/native/libmlgate_native.so target/release/libmlgate_empty.so.tmp && mv target/release/libmlgate_empty.so.tmp target/release/libmlgate_empty.so
+
 test-e2e: native-fault native
 run: native
-bench: native
+bench: native-empty native
 
 # --- developer portal (issue 11) ---------------------------------------------------------------
 # The portal's script and style sheet are embedded gzip-compressed: each .gz next to its source
