@@ -39,7 +39,7 @@ from mlgate_harness.native import check_pinned_envoy, native_env, native_filter
 RESULTS = ROOT / "bench" / "results"
 SUBS = 1000
 # Issue 13: more, shorter interleaved rounds; medians with a 95% interval from the rounds.
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "9"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "3"))
 # The scale rounds keep three rounds (their target compares 1 vs 100,000 subscriptions only).
 SCALE_ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "3"))

@@ -397,12 +397,10 @@ fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
             CONTINUE
         }
         Outcome::Forward(fwd) => {
-            // Targeted writes (issue 13): one replace or remove per header name that changes
-            // (:path, :authority, the key, authorization, identity), measured cheaper than
-            // replacing the whole map with `set_header_map_pairs`.
+            // One host call for the whole rewrite (each crossing costs more than the planning).
             let mut upstream = Vec::with_capacity(headers.len() + 3);
             fwd.upstream_headers(&gw, &req, &mut upstream);
-            if !apply_edits(&crate::header_edits(&headers, &upstream)) {
+            if !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
                 // Never forward a request whose key and credentials were not rewritten.
                 reply(st, &crate::reply::internal_error());
                 return PAUSE;
@@ -420,24 +418,6 @@ fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
             CONTINUE
         }
     }
-}
-
-/// Writes the edits to the request headers; false if any write failed.
-fn apply_edits(edits: &[crate::HeaderEdit<'_>]) -> bool {
-    let mut ok = true;
-    for e in edits {
-        ok &= match e.values.split_first() {
-            None => abi::remove_header_bytes(abi::REQUEST_HEADERS, e.name),
-            Some((first, rest)) => {
-                let mut done = abi::replace_header(abi::REQUEST_HEADERS, e.name, first);
-                for v in rest {
-                    done &= abi::add_header_bytes(abi::REQUEST_HEADERS, e.name, v);
-                }
-                done
-            }
-        };
-    }
-    ok
 }
 
 /// A response's `:status` (three ASCII digits).
