@@ -11,9 +11,17 @@
 mod profile {
     use std::cell::RefCell;
 
-    pub const NAMES: [&str; 9] =
-        ["context_create", "request_headers", "request_body", "request_trailers", "response_headers", "response_body",
-         "response_trailers", "log", "done"];
+    pub const NAMES: [&str; 9] = [
+        "context_create",
+        "request_headers",
+        "request_body",
+        "request_trailers",
+        "response_headers",
+        "response_body",
+        "response_trailers",
+        "log",
+        "done",
+    ];
     pub const DELETE: usize = NAMES.len();
     const N: usize = NAMES.len() + 1;
 
@@ -80,19 +88,22 @@ mod profile {
             for _ in 0..32 {
                 t = clock();
             }
-            let ids = s.ids.get_or_insert_with(|| {
-                let mut v = Vec::new();
-                for name in NAMES.iter().chain(["delete"].iter()) {
-                    v.push(define(&format!("mlgate.profile.cb.{name}.ns")));
-                    v.push(define(&format!("mlgate.profile.cb.{name}.calls")));
-                    v.push(define(&format!("mlgate.profile.own.{name}.ns")));
-                }
-                v.push(define("mlgate.profile.clock.ns"));
-                v.push(define("mlgate.profile.clock.calls"));
-                v.push(define("mlgate.profile.clock_calls"));
-                v.push(define("mlgate.profile.streams"));
-                v
-            }).clone();
+            let ids = s
+                .ids
+                .get_or_insert_with(|| {
+                    let mut v = Vec::new();
+                    for name in NAMES.iter().chain(["delete"].iter()) {
+                        v.push(define(&format!("mlgate.profile.cb.{name}.ns")));
+                        v.push(define(&format!("mlgate.profile.cb.{name}.calls")));
+                        v.push(define(&format!("mlgate.profile.own.{name}.ns")));
+                    }
+                    v.push(define("mlgate.profile.clock.ns"));
+                    v.push(define("mlgate.profile.clock.calls"));
+                    v.push(define("mlgate.profile.clock_calls"));
+                    v.push(define("mlgate.profile.streams"));
+                    v
+                })
+                .clone();
             for i in 0..N {
                 bump(ids[3 * i], s.ns[i]);
                 bump(ids[3 * i + 1], s.calls[i]);
