@@ -17,6 +17,7 @@
 mod admin;
 mod admit;
 mod config;
+mod edits;
 mod keys;
 mod limits;
 pub mod local;
@@ -36,6 +37,7 @@ pub use admit::{
     address_without_port, admit, export, record_bandwidth, Admission, Connection, Event, Events, Forward, Identity, Outcome, Request,
 };
 pub use config::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
+pub use edits::{header_edits, HeaderEdit};
 pub use keys::Digest;
 pub use limits::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 pub use model::{ExportMetadata, FailureMode, Gateway, SubscriptionState, Unmatched};
