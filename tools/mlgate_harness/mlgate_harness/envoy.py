@@ -175,13 +175,13 @@ def bootstrap(admin: int, listeners: list, clusters: list, *, node: dict | None 
     return b
 
 
-def http_connection_managers(config: dict) -> list[dict]:
-    """Every HTTP connection manager config in a bootstrap or listener (for checks)."""
+def typed_configs(config, type_url: str) -> list[dict]:
+    """Every typed config of `type_url` anywhere in a bootstrap or listener (for checks)."""
     found = []
 
     def walk(v):
         if isinstance(v, dict):
-            if v.get("@type") == HCM_TYPE:
+            if v.get("@type") == type_url:
                 found.append(v)
             for x in v.values():
                 walk(x)
@@ -190,6 +190,11 @@ def http_connection_managers(config: dict) -> list[dict]:
                 walk(x)
     walk(config)
     return found
+
+
+def http_connection_managers(config: dict) -> list[dict]:
+    """Every HTTP connection manager config in a bootstrap or listener (for checks)."""
+    return typed_configs(config, HCM_TYPE)
 
 
 def wasm_plugin_configs(config: dict) -> list[dict]:

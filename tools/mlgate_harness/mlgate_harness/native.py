@@ -13,6 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
+from .envoy import typed_configs
 from .paths import ENVOY, ROOT
 
 NATIVE_DIR = ROOT / "target" / "release"
@@ -73,19 +74,7 @@ def check_pinned_envoy(envoy: Path = ENVOY) -> None:
 
 def native_filters(config: dict) -> list[dict]:
     """Every mlgate-native filter config in a bootstrap or listener (for checks)."""
-    found = []
-
-    def walk(v):
-        if isinstance(v, dict):
-            if v.get("@type") == DYNAMIC_MODULE_TYPE:
-                found.append(v)
-            for x in v.values():
-                walk(x)
-        elif isinstance(v, list):
-            for x in v:
-                walk(x)
-    walk(config)
-    return found
+    return typed_configs(config, DYNAMIC_MODULE_TYPE)
 
 
 def wasm_to_native(config: dict, module: str = "mlgate") -> dict:
