@@ -128,31 +128,16 @@ struct Stats {
     panics: Option<usize>,
 }
 
-fn event_metric(e: Event) -> (&'static str, bool) {
-    match e {
-        Event::MissingKey => ("mlgate.missing_key", false),
-        Event::InvalidKey => ("mlgate.invalid_key", false),
-        Event::NotFound => ("mlgate.not_found", false),
-        Event::RateLimited => ("mlgate.rate_limited", false),
-        Event::QuotaCalls => ("mlgate.quota_calls_exceeded", false),
-        Event::QuotaBandwidth => ("mlgate.quota_bandwidth_exceeded", false),
-        Event::StoreFailure => ("mlgate.shared_data_failures", false),
-        Event::FailureModeAllowed => ("mlgate.failure_mode_allowed", false),
-        Event::CounterSlotShared => ("mlgate.counter_slot_shared", false),
-        Event::StoreKeysCreated => ("mlgate.shared_data_keys", true),
-    }
-}
-
 impl Stats {
     fn define(ctx: &ConfigCtx) -> Stats {
         let mut by_event = [None; Event::ALL.len()];
         for (slot, e) in by_event.iter_mut().zip(Event::ALL) {
-            let (name, gauge) = event_metric(e);
+            let (name, gauge) = e.stat();
             *slot = ctx.define_metric(name, gauge);
         }
         Stats {
             by_event,
-            quota_exceeded: ctx.define_metric("mlgate.quota_exceeded", false),
+            quota_exceeded: ctx.define_metric(Event::QUOTA_EXCEEDED_STAT, false),
             panics: ctx.define_metric("mlgate.panics", false),
         }
     }
@@ -160,9 +145,9 @@ impl Stats {
     fn count(&self, f: &Filter, events: &Events) {
         for (e, n) in events.iter() {
             if let Some(id) = self.by_event.get(e as usize).copied().flatten() {
-                f.increment_metric(id, event_metric(e).1, u64::from(n));
+                f.increment_metric(id, e.stat().1, u64::from(n));
             }
-            if matches!(e, Event::QuotaCalls | Event::QuotaBandwidth) {
+            if e.is_quota_denial() {
                 if let Some(id) = self.quota_exceeded {
                     f.increment_metric(id, false, u64::from(n));
                 }

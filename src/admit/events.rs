@@ -52,6 +52,33 @@ pub struct Events {
     pub matched: crate::usage::Matched,
 }
 
+impl Event {
+    /// The stat every host counts this event in (Envoy adds its own prefix: `wasmcustom.` for
+    /// the filter, the dynamic modules' namespace for the native form), and whether it is a
+    /// gauge rather than a counter. One table, so both forms export the same names.
+    pub fn stat(self) -> (&'static str, bool) {
+        match self {
+            Event::MissingKey => ("mlgate.missing_key", false),
+            Event::InvalidKey => ("mlgate.invalid_key", false),
+            Event::NotFound => ("mlgate.not_found", false),
+            Event::RateLimited => ("mlgate.rate_limited", false),
+            Event::QuotaCalls => ("mlgate.quota_calls_exceeded", false),
+            Event::QuotaBandwidth => ("mlgate.quota_bandwidth_exceeded", false),
+            Event::StoreFailure => ("mlgate.shared_data_failures", false),
+            Event::FailureModeAllowed => ("mlgate.failure_mode_allowed", false),
+            Event::CounterSlotShared => ("mlgate.counter_slot_shared", false),
+            Event::StoreKeysCreated => ("mlgate.shared_data_keys", true),
+        }
+    }
+
+    /// Both quota denials also count in this counter (the name operators already chart).
+    pub const QUOTA_EXCEEDED_STAT: &'static str = "mlgate.quota_exceeded";
+
+    pub fn is_quota_denial(self) -> bool {
+        matches!(self, Event::QuotaCalls | Event::QuotaBandwidth)
+    }
+}
+
 impl Events {
     pub fn add(&mut self, e: Event, n: u32) {
         if let Some(c) = self.counts.get_mut(e as usize) {

@@ -32,21 +32,10 @@ impl Stats {
     fn define() -> Stats {
         let mut by_event = [None; Event::ALL.len()];
         for (slot, e) in by_event.iter_mut().zip(Event::ALL) {
-            let (kind, name) = match e {
-                Event::MissingKey => (abi::COUNTER, "mlgate.missing_key"),
-                Event::InvalidKey => (abi::COUNTER, "mlgate.invalid_key"),
-                Event::NotFound => (abi::COUNTER, "mlgate.not_found"),
-                Event::RateLimited => (abi::COUNTER, "mlgate.rate_limited"),
-                Event::QuotaCalls => (abi::COUNTER, "mlgate.quota_calls_exceeded"),
-                Event::QuotaBandwidth => (abi::COUNTER, "mlgate.quota_bandwidth_exceeded"),
-                Event::StoreFailure => (abi::COUNTER, "mlgate.shared_data_failures"),
-                Event::FailureModeAllowed => (abi::COUNTER, "mlgate.failure_mode_allowed"),
-                Event::CounterSlotShared => (abi::COUNTER, "mlgate.counter_slot_shared"),
-                Event::StoreKeysCreated => (abi::GAUGE, "mlgate.shared_data_keys"),
-            };
-            *slot = abi::define_metric(kind, name);
+            let (name, gauge) = e.stat();
+            *slot = abi::define_metric(if gauge { abi::GAUGE } else { abi::COUNTER }, name);
         }
-        Stats { by_event, quota_exceeded: abi::define_metric(abi::COUNTER, "mlgate.quota_exceeded") }
+        Stats { by_event, quota_exceeded: abi::define_metric(abi::COUNTER, Event::QUOTA_EXCEEDED_STAT) }
     }
 
     fn count(&self, events: &Events) {
@@ -54,7 +43,7 @@ impl Stats {
             if let Some(id) = self.by_event.get(e as usize).copied().flatten() {
                 abi::increment_metric(id, i64::from(n));
             }
-            if matches!(e, Event::QuotaCalls | Event::QuotaBandwidth) {
+            if e.is_quota_denial() {
                 if let Some(id) = self.quota_exceeded {
                     abi::increment_metric(id, i64::from(n));
                 }

@@ -138,3 +138,14 @@ fn summary_counts_and_bounds() {
     }
     assert!(store.bytes() as u64 <= s.shared_data_bytes_max, "{} > {}", store.bytes(), s.shared_data_bytes_max);
 }
+
+#[test]
+fn every_event_has_one_stat_name_shared_by_both_hosts() {
+    let names: Vec<&str> = Event::ALL.iter().map(|e| e.stat().0).collect();
+    for (i, n) in names.iter().enumerate() {
+        assert!(n.starts_with("mlgate.") && !names[..i].contains(n), "{n}");
+    }
+    assert!(!names.contains(&Event::QUOTA_EXCEEDED_STAT));
+    assert_eq!(Event::ALL.iter().filter(|e| e.is_quota_denial()).count(), 2);
+    assert_eq!(Event::ALL.iter().filter(|e| e.stat().1).collect::<Vec<_>>(), [&Event::StoreKeysCreated]);
+}
