@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as base  # noqa: E402  (bench/run.py: configs, processes, measurement)
+import common as base  # noqa: E402  (bench/common.py: configs, processes, measurement)
 
 import mlgate_harness as mh  # noqa: E402
 from mlgate_harness import WASM, free_port  # noqa: E402

@@ -2,7 +2,7 @@
 //! input blob, create the output container, write the output blob) and a read-only service
 //! SAS for the result, as AzureML hands one back.
 
-use crate::allow::{normalize_endpoint, valid_account_name};
+use crate::endpoint::{normalize_endpoint, valid_account_name};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

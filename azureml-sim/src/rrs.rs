@@ -1,0 +1,42 @@
+//! RRS, the request-response service: `POST …/execute` scores the rows of `input1` at once.
+
+use crate::errors::bad_argument;
+use crate::request::{check_scope, parse_json, read_body};
+use crate::score::score_table;
+use crate::state::Shared;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+pub async fn execute(
+    State(app): State<Shared>,
+    Path((ws, svc)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    if let Err(r) = check_scope(&app, &ws, &svc, &q) {
+        return r;
+    }
+    let body = match read_body(&headers, body, app.opts.max_body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req = match parse_json(&body) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some(inputs) = req.get("Inputs").and_then(Value::as_object) else {
+        return bad_argument("MissingInputs", "The request must have an Inputs object.");
+    };
+    let Some(input1) = inputs.get("input1") else {
+        return bad_argument("MissingInput", "Input \"input1\" is required.");
+    };
+    match score_table(&app.opts, input1) {
+        Ok(table) => Json(json!({"Results": {"output1": {"type": "table", "value": table}}})).into_response(),
+        Err(r) => r,
+    }
+}

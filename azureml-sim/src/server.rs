@@ -1,0 +1,75 @@
+//! The HTTP server: the routes, listening, the periodic sweep of expired jobs and graceful
+//! shutdown.
+
+use crate::bes::{delete, start, status, submit};
+use crate::errors::not_found;
+use crate::request::auth;
+use crate::rrs::execute;
+use crate::state::{lock, Shared};
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn fallback() -> Response {
+    not_found("No such operation on this web service.")
+}
+
+pub fn router(app: Shared) -> Router {
+    let svc = "/workspaces/{ws}/services/{svc}";
+    Router::new()
+        .route(&format!("{svc}/execute"), post(execute))
+        .route(&format!("{svc}/jobs"), post(submit))
+        .route(&format!("{svc}/jobs/{{id}}/start"), post(start))
+        .route(&format!("{svc}/jobs/{{id}}"), get(status).delete(delete))
+        .fallback(fallback)
+        .layer(middleware::from_fn_with_state(Arc::clone(&app), auth))
+        .with_state(app)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Forgets expired jobs periodically (they also vanish when accessed).
+pub async fn sweep_jobs(app: Shared) {
+    let period = (app.opts.job_ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        lock(&app).sweep(Instant::now());
+    }
+}
+
+/// Listens on `--listen`, sweeps expired jobs and serves until SIGTERM or Ctrl-C; exits the
+/// process (status 1) if it cannot listen or serve.
+pub async fn serve(app: Shared) {
+    let listener = match tokio::net::TcpListener::bind(&app.opts.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("azureml-sim: cannot listen on {}: {e}", app.opts.listen);
+            std::process::exit(1);
+        }
+    };
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tokio::spawn(sweep_jobs(Arc::clone(&app)));
+    println!("azureml-sim listening on http://{addr}");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    if let Err(e) = axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await {
+        eprintln!("azureml-sim: {e}");
+        std::process::exit(1);
+    }
+}
