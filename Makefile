@@ -9,10 +9,14 @@ ENVOY     := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 WASM      := target/wasm32-wasip1/release/mlgate.wasm
 EMPTY_WASM := target/wasm32-wasip1/release/empty_filter.wasm
+# The empty filter is a workspace of its own (only ever built for wasm32); its .wasm lands beside mlgate's.
+EMPTY_FILTER := --manifest-path bench/empty-filter/Cargo.toml --target-dir target
 SIM       := target/release/azureml-sim
 AZURITE   := $(TOOLS)/node/node_modules/.bin/azurite
 WBG_RUNNER := $(TOOLS)/bin/wasm-bindgen-test-runner
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(PATH)
+# The crates with no host in them: built and tested for wasm32 as well as natively.
+HOST_FREE := -p mlgate-core -p mlgate-usage -p mlgate-portal -p mlgate-admin -p mlgate-remote -p mlgate-envoy
 
 .PHONY: help deps build build-fault build-profile lint test test-unit test-wasm test-e2e run bench clean
 
@@ -76,7 +80,7 @@ build-fault: rust-targets wasm-opt
 	cargo build --release --target wasm32-wasip1 -p mlgate --features fault-injection
 	wasm-opt $(WASM_OPT_FLAGS) target/wasm32-wasip1/release/deps/mlgate.wasm -o $(FAULT_WASM)
 
-# The same filter with `profile` (src/host/profile.rs): every callback and host call timed inside
+# The same filter with `profile` (wasm/src/profile.rs): every callback and host call timed inside
 # the VM, published as `mlgate.profile.*` counters; `make bench` runs it beside the release build.
 # Never shipped. Built before `build`, which then re-links the release .wasm without the feature.
 PROFILE_WASM := target/wasm32-wasip1/release/mlgate-profile.wasm
@@ -87,24 +91,29 @@ build-profile: rust-targets wasm-opt portal-assets admin-assets
 # --- tests -------------------------------------------------------------------------------------
 test: lint test-unit test-wasm test-e2e
 
-# Formatting, and clippy on native and both wasm32 targets. Cargo.toml's [lints] deny unwrap,
+# No module cycle in any crate or Python package (tools/layers/check.py), formatting, and clippy on
+# native and both wasm32 targets. Cargo.toml's [lints] deny unwrap,
 # expect, panic and unchecked indexing outside tests; mlgate has no proxy-wasm SDK dependency
 # (its wrappers panic on hostile input), and the last check keeps it that way.
 lint: rust-targets
+	python3 tools/layers/check.py
 	cargo fmt --all --check
-	cargo clippy --workspace --exclude empty-filter --all-targets -- -D warnings
-	cargo clippy -p mlgate --target wasm32-wasip1 --lib -- -D warnings
-	cargo clippy -p mlgate --target wasm32-wasip1 --lib --features profile -- -D warnings
-	cargo clippy -p mlgate --target wasm32-unknown-unknown --no-default-features --lib --tests -- -D warnings
+	cargo fmt --manifest-path bench/empty-filter/Cargo.toml --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p mlgate -p mlgate-wasm --target wasm32-wasip1 --lib -- -D warnings
+	cargo clippy -p mlgate-wasm --target wasm32-wasip1 --lib --features profile -- -D warnings
+	cargo clippy $(HOST_FREE) --target wasm32-unknown-unknown --lib --tests -- -D warnings
 	@! cargo tree -p mlgate --target wasm32-wasip1 -e normal --prefix none | grep -q '^proxy-wasm ' \
 	  || { echo "mlgate must not depend on the proxy-wasm SDK (its wrappers panic on hostile input)"; exit 1; }
 
 test-unit:
-	cargo test --workspace --exclude empty-filter
+	cargo test --workspace
 
+# The host-free crates' tests on wasm32 too (the core's unit tests, and the tests of the crates
+# above it that run through the core).
 test-wasm: rust-targets $(WBG_RUNNER)
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-	  cargo test --target wasm32-unknown-unknown -p mlgate --no-default-features --lib
+	  cargo test --target wasm32-unknown-unknown -p mlgate-core -p mlgate-envoy -p mlgate-remote --lib --tests
 
 test-e2e: deps build-fault build
 	$(VENV)/bin/python -m pytest -q tests/e2e
@@ -115,9 +124,9 @@ run: deps build
 
 # The empty filter twice: with `profile` (copied aside) and then without (the shipped floor).
 bench: deps wrk
-	cargo build --release --target wasm32-wasip1 -p empty-filter --features profile
+	cargo build --release --target wasm32-wasip1 $(EMPTY_FILTER) --features profile
 	cp target/wasm32-wasip1/release/empty_filter.wasm target/wasm32-wasip1/release/empty_filter_profile.wasm
-	cargo build --release --target wasm32-wasip1 -p empty-filter
+	cargo build --release --target wasm32-wasip1 $(EMPTY_FILTER)
 	$(MAKE) build-profile
 	$(MAKE) build
 	$(PY) bench/run.py
@@ -151,31 +160,30 @@ deps: deploy-deps
 test-e2e: oci cli
 
 # --- the native form (issue 14): mlgate as an Envoy dynamic module ---------------------------------
-# Built with the `native` profile (panic = unwind: every hook catches a panic at the FFI boundary)
-# into target/native/, then copied (cp + mv: a running Envoy keeps its mapped copy) to the name
-# Envoy looks up for `dynamic_module_config: {name: mlgate}`. See native/src/lib.rs for why the
-# library is not itself called `mlgate`.
+# The artefact crate `mlgate` (filter/) built natively *is* the module: `cargo build --release -p
+# mlgate` writes target/release/libmlgate.so, the name Envoy looks up for
+# `dynamic_module_config: {name: mlgate}` (the release profile unwinds natively, so every hook
+# catches a panic at the FFI boundary). The variants below are copied aside (cp + mv: a running
+# Envoy keeps its mapped copy) and built before `native`, which then re-links the shipped module.
 NATIVE_SO       := target/release/libmlgate.so
 NATIVE_FAULT_SO := target/release/libmlgate_fault.so
 .PHONY: native native-fault native-empty
 export MLGATE_FORM
 
 native:
-	cargo build --profile native -p mlgate-native
-	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_SO).tmp && mv $(NATIVE_SO).tmp $(NATIVE_SO)
+	cargo build --release -p mlgate
 
-# The same module with `fault-injection` (`x-mlgate-fault: panic` panics in the request hook), for
-# the e2e tests only, loaded as `mlgate_fault`. Never shipped. Built before `native`, which then
-# re-links the shipped module.
+# `fault-injection` (`x-mlgate-fault: panic` panics in the request hook), for the e2e tests only,
+# loaded as `mlgate_fault`. Never shipped.
 native-fault:
-	cargo build --profile native -p mlgate-native --features fault-injection
-	@mkdir -p target/release && cp target/native/libmlgate_native.so $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
+	cargo build --release -p mlgate --features fault-injection
+	@cp $(NATIVE_SO) $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
 
-# The module with `empty-module` (the request hook returns at once): the benchmark's floor of the
-# dynamic-module boundary, loaded as `mlgate_empty`. Never shipped. Built before `native` too.
+# `empty-module` (the request hook returns at once): the benchmark's floor of the dynamic-module
+# boundary, loaded as `mlgate_empty`. Never shipped.
 native-empty:
-	cargo build --profile native -p mlgate-native --features empty-module
-	@mkdir -p target/release && cp target/native/libmlgate_native.so target/release/libmlgate_empty.so.tmp && mv target/release/libmlgate_empty.so.tmp target/release/libmlgate_empty.so
+	cargo build --release -p mlgate --features empty-module
+	@cp $(NATIVE_SO) target/release/libmlgate_empty.so.tmp && mv target/release/libmlgate_empty.so.tmp target/release/libmlgate_empty.so
 
 test-e2e: native-fault native
 run: native
@@ -184,22 +192,22 @@ bench: native-empty native
 # --- developer portal (issue 11) ---------------------------------------------------------------
 # The portal's script and style sheet are embedded gzip-compressed: each .gz next to its source
 # is committed and remade here when the source changes (a unit test checks they match).
-PORTAL_GZ := src/portal/assets/portal.js.gz src/portal/assets/portal.css.gz
+PORTAL_GZ := crates/portal/src/assets/portal.js.gz crates/portal/src/assets/portal.css.gz
 .PHONY: portal-assets browser-deps portal-deps
 
 portal-assets: $(PORTAL_GZ)
 
-src/portal/assets/%.gz: src/portal/assets/%
+crates/portal/src/assets/%.gz: crates/portal/src/assets/%
 	gzip -9nc $< > $@.tmp && mv $@.tmp $@
 
 build build-fault: portal-assets
 
 # The usage dashboard's script and style sheet, served gzip-compressed like the portal's.
-ADMIN_GZ := src/admin/assets/dashboard.js.gz src/admin/assets/dashboard.css.gz
+ADMIN_GZ := crates/admin/src/assets/dashboard.js.gz crates/admin/src/assets/dashboard.css.gz
 .PHONY: admin-assets
 admin-assets: $(ADMIN_GZ)
 
-src/admin/assets/%.gz: src/admin/assets/%
+crates/admin/src/assets/%.gz: crates/admin/src/assets/%
 	gzip -9nc $< > $@.tmp && mv $@.tmp $@
 
 build build-fault: admin-assets

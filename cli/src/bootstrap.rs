@@ -6,7 +6,7 @@
 //! that service's cluster; a catch-all virtual host takes what mlgate did not rewrite (its own
 //! refusals never get that far).
 
-use mlgate::Upstream;
+use mlgate_core::Upstream;
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;

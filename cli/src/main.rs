@@ -1,5 +1,7 @@
 //! `mlgate`: the operator's command line, built on the same core as the filter.
 //!
+//! May depend on: mlgate-core, mlgate-portal (the OpenAPI export). Nothing depends on it.
+//!
 //! - `mlgate check CONFIG.json`: the filter's configure-time validation, nothing more or less.
 //! - `mlgate key new` / `mlgate key hash`: subscription keys and their SHA-256 for
 //!   `primary_key_sha256` / `secondary_key_sha256`.
@@ -9,7 +11,7 @@
 mod bootstrap;
 
 use clap::{Args, Parser, Subcommand};
-use mlgate::{ConfigError, Environment, Gateway, ProcessEnv};
+use mlgate_core::{ConfigError, Environment, Gateway, ProcessEnv};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -261,17 +263,17 @@ fn envoy(args: &EnvoyArgs) -> Result<(), Failure> {
         upstreams: &summary.upstreams,
         api_key_envs: &summary.api_key_envs,
         rls: match (&gateway.settings.limits_store, args.rls) {
-            (mlgate::rls::LimitsStore::Rls(r), Some(addr)) => Some((r.cluster.as_str(), addr)),
-            (mlgate::rls::LimitsStore::Rls(r), None) => {
+            (mlgate_core::LimitsStore::Rls(r), Some(addr)) => Some((r.cluster.as_str(), addr)),
+            (mlgate_core::LimitsStore::Rls(r), None) => {
                 return Err(Failure::trouble(format!(
                     "limits_store.rls names cluster \"{}\": give --rls ADDR:PORT (where mlgate-rls listens)",
                     r.cluster
                 )))
             }
-            (mlgate::rls::LimitsStore::SharedData, Some(_)) => {
+            (mlgate_core::LimitsStore::SharedData, Some(_)) => {
                 return Err(Failure::trouble("--rls needs limits_store: {\"rls\": ...} in the configuration"))
             }
-            (mlgate::rls::LimitsStore::SharedData, None) => None,
+            (mlgate_core::LimitsStore::SharedData, None) => None,
         },
     };
     let doc = bootstrap::render(&spec);
@@ -291,7 +293,7 @@ fn openapi(args: &OpenapiArgs) -> Result<(), Failure> {
         }
         o => o,
     };
-    match mlgate::openapi(&gateway, &args.api_id, origin) {
+    match mlgate_portal::openapi(&gateway, &args.api_id, origin) {
         Some(doc) => out(&(doc + "\n")),
         None => {
             let ids: Vec<&str> = gateway.apis.iter().map(|a| a.id.as_str()).collect();

@@ -40,8 +40,8 @@ fn exports_an_api_as_the_portal_does() {
     assert_eq!(doc["paths"][format!("{ws}/execute")]["post"]["operationId"], "rrs-execute");
     assert_eq!(doc["components"]["securitySchemes"]["apiKeyHeader"]["name"], "Ocp-Apim-Subscription-Key");
     // Byte for byte the core's document (what the portal serves), plus a newline.
-    let gw = mlgate::Gateway::from_json(CONFIG.as_bytes(), &AnyEnv).unwrap();
-    let core = mlgate::openapi(&gw, "azureml-demo", Some("https://gw.example.com")).unwrap();
+    let gw = mlgate_core::Gateway::from_json(CONFIG.as_bytes(), &AnyEnv).unwrap();
+    let core = mlgate_portal::openapi(&gw, "azureml-demo", Some("https://gw.example.com")).unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), core + "\n");
 
     let out = mlgate(&["openapi", "-", "echo"], CONFIG);
@@ -67,7 +67,7 @@ fn refuses_unknown_apis_bad_origins_and_bad_configs() {
 
 struct AnyEnv;
 
-impl mlgate::Environment for AnyEnv {
+impl mlgate_core::Environment for AnyEnv {
     fn var(&self, _name: &str) -> Option<String> {
         Some("x".into())
     }

@@ -14,7 +14,7 @@
 //! shard is held only for one map operation (no callback into Envoy, no allocation beyond the
 //! copy of one record).
 
-use mlgate::{HostError, SetError, Store};
+use mlgate_core::{HostError, SetError, Store};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
@@ -125,9 +125,9 @@ mod tests {
         let k = "store-test/create";
         assert_eq!(s.create_absent(k, b"first"), Ok(true));
         assert_eq!(s.create_absent(k, b"second"), Ok(false));
-        mlgate::create_if_absent(&mut s, k, b"third").unwrap();
+        mlgate_core::create_if_absent(&mut s, k, b"third").unwrap();
         assert_eq!(s.get(k).unwrap().unwrap().0, b"first");
-        assert_eq!(s.get(mlgate::SENTINEL_KEY), Ok(None), "no sentinel key");
+        assert_eq!(s.get(mlgate_core::SENTINEL_KEY), Ok(None), "no sentinel key");
     }
 
     /// Many threads doing read-modify-CAS on one counter: no update is lost.
@@ -144,7 +144,7 @@ mod tests {
                             let next = (v + 1).to_le_bytes();
                             // cas 0 on first creation would be unconditional: create first.
                             if cas == 0 {
-                                mlgate::create_if_absent(&mut s, k, &0u64.to_le_bytes()).unwrap();
+                                mlgate_core::create_if_absent(&mut s, k, &0u64.to_le_bytes()).unwrap();
                                 continue;
                             }
                             if s.set(k, &next, cas).is_ok() {

@@ -4,8 +4,14 @@
 
 use super::*;
 use crate::abi::{Buffer, Header};
+use crate::metrics::MIRRORS;
+use crate::program::*;
+use crate::request::*;
+use crate::response::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ffi::CStr;
+use std::sync::atomic::Ordering;
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 

@@ -1,8 +1,8 @@
 //! `mlgate-rls --listen 127.0.0.1:PORT --redis redis://127.0.0.1:PORT --config FILE`
 
 use clap::Parser;
-use mlgate::rls::Resolver;
-use mlgate::{Environment, Gateway};
+use mlgate_core::{Environment, Gateway};
+use mlgate_remote::Resolver;
 use mlgate_rls::service::{Counters, RateLimitServiceServer, Service, Stripes};
 use mlgate_rls::store::Redis;
 use std::net::SocketAddr;
@@ -100,7 +100,7 @@ fn main() -> ExitCode {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         eprintln!(
             "mlgate-rls: serving {} on {listen}, {} subscriptions, Redis {}",
-            mlgate::rls::SERVICE,
+            mlgate_remote::SERVICE,
             gateway.subscriptions.len(),
             args.redis
         );

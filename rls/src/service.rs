@@ -1,13 +1,13 @@
 //! The gRPC service: `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`. Each
 //! request is decoded by prost (envoy-types), resolved and decided by mlgate's core
-//! (`mlgate::rls::Resolver` → `limits::check_at`) over Redis, and the
+//! (`mlgate_remote::Resolver` → `limits::check_at`) over Redis, and the
 //! core's answer is encoded back. Stateless: all counts live in Redis.
 
 use crate::store::{Connection, Redis, RedisStore};
 use envoy_types::pb::envoy::service::ratelimit::v3 as rls;
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
-use mlgate::rls::wire::{self, Descriptor};
-use mlgate::rls::{Resolver, ServeError};
+use mlgate_remote::wire::{self, Descriptor};
+use mlgate_remote::{Resolver, ServeError};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl Stripes {
 
     fn lock(&self, descriptors: &[Descriptor]) -> Option<std::sync::MutexGuard<'_, ()>> {
         use std::hash::{Hash, Hasher};
-        let who = descriptors.iter().flat_map(|d| d.entries.iter()).find(|(k, _)| k == mlgate::rls::KEY_SUBSCRIPTION);
+        let who = descriptors.iter().flat_map(|d| d.entries.iter()).find(|(k, _)| k == mlgate_remote::KEY_SUBSCRIPTION);
         let mut h = std::collections::hash_map::DefaultHasher::new();
         who.map(|(_, v)| v.as_str()).unwrap_or_default().hash(&mut h);
         let i = usize::try_from(h.finish() % self.0.len().max(1) as u64).unwrap_or(0);

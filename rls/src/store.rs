@@ -20,7 +20,7 @@
 //! with the same id. If a write is never confirmed the decision fails (the filter then
 //! applies `on_failure`): the request may have been counted once, never twice.
 
-use mlgate::{HostError, SetError, Store};
+use mlgate_core::{HostError, SetError, Store};
 use redis::cluster::ClusterClient;
 use redis::{Client, ConnectionLike, RedisError, Script};
 use std::collections::hash_map::RandomState;

@@ -3,9 +3,9 @@
 //! different nodes still counts exactly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use mlgate::rls::wire::{self, Descriptor};
-use mlgate::rls::Resolver;
-use mlgate::{Environment, Gateway, SetError, Store};
+use mlgate_core::{Environment, Gateway, SetError, Store};
+use mlgate_remote::wire::{self, Descriptor};
+use mlgate_remote::Resolver;
 use mlgate_rls::store::{Redis, RedisStore};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -6,9 +6,9 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3 as pb;
 use envoy_types::pb::google::protobuf::UInt64Value;
-use mlgate::rls::wire::{self, Descriptor};
-use mlgate::rls::Resolver;
-use mlgate::{create_if_absent, Environment, Gateway, SetError, Store};
+use mlgate_core::{create_if_absent, Environment, Gateway, SetError, Store};
+use mlgate_remote::wire::{self, Descriptor};
+use mlgate_remote::Resolver;
 use mlgate_rls::service::{descriptors_of, response_of};
 use mlgate_rls::store::{Redis, RedisStore};
 use prost::Message;
@@ -76,7 +76,7 @@ fn cas_create_and_versions_follow_the_store_protocol() {
     assert_eq!(s.get("k").unwrap().unwrap().0, b"e", "cas 0 writes unconditionally");
     // The core's create_if_absent takes the native path: no sentinel key.
     create_if_absent(&mut s, "k2", b"z").unwrap();
-    assert!(s.get(mlgate::SENTINEL_KEY).unwrap().is_none());
+    assert!(s.get(mlgate_core::SENTINEL_KEY).unwrap().is_none());
     // Binary values survive as they are.
     let all: Vec<u8> = (0..=255).collect();
     let n2 = s.get("k2").unwrap().unwrap().1;

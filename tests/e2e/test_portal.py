@@ -217,8 +217,8 @@ def test_portal_answers_carry_no_secret(env):
     # My subscription answers the caller's own subscription only.
     assert b'"bob"' not in answers[f"subscription of {ALICE[:8]}"] and b"alice" not in answers[f"subscription of {BOB[:8]}"]
     # The script and style sheet are the sources in the repository, byte for byte.
-    assert answers[PORTAL + "/portal.js"] == (ROOT / "src/portal/assets/portal.js").read_bytes()
-    assert answers[PORTAL + "/portal.css"] == (ROOT / "src/portal/assets/portal.css").read_bytes()
+    assert answers[PORTAL + "/portal.js"] == (ROOT / "crates/portal/src/assets/portal.js").read_bytes()
+    assert answers[PORTAL + "/portal.css"] == (ROOT / "crates/portal/src/assets/portal.css").read_bytes()
 
 
 def test_portal_pages_have_a_strict_csp(env):

@@ -4,7 +4,7 @@ find it, and the Envoy version it is pinned to. Import it by name (`from mlgate_
 import ...`), like blobclient.
 
 Envoy 1.40 loads `lib<name>.so` for `dynamic_module_config: {name: <name>}` from the directory
-in ENVOY_DYNAMIC_MODULES_SEARCH_PATH. `make native` puts `libmlgate.so` (and `make native-fault`
+in ENVOY_DYNAMIC_MODULES_SEARCH_PATH. `make native` (`cargo build --release -p mlgate`) writes `libmlgate.so` (and `make native-fault`
 the test-only `libmlgate_fault.so`) in target/release/.
 """
 from __future__ import annotations

@@ -1,0 +1,48 @@
+//! What `admit` hands back: the outcome the host applies, and the events it counts.
+
+use super::events::Events;
+use super::identify::Identity;
+use crate::limits::Grant;
+use crate::model::Gateway;
+use crate::reply::Reply;
+
+/// What the host must do with a request.
+pub enum Outcome<'g, 'r> {
+    /// Answer now; nothing goes upstream.
+    Reply(Reply),
+    /// Outside every API and the operator lets such requests through: remove the client's
+    /// copies of the identity headers (listed here only when present), change nothing else.
+    PassThrough { strip: [Option<&'g str>; 2] },
+    /// Authenticated, matched and within limits: rewrite and send upstream.
+    Forward(Forward<'g, 'r>),
+}
+
+/// The outcome and the events to count, whatever the outcome.
+pub struct Admission<'g, 'r> {
+    pub outcome: Outcome<'g, 'r>,
+    pub events: Events,
+}
+
+/// An admitted request: who called what, and what changes on its way up and back.
+pub struct Forward<'g, 'r> {
+    pub identity: Identity<'g, 'r>,
+    /// The upstream `:path`: suffix removed, subscription key removed from the query.
+    pub upstream_path: Vec<u8>,
+    /// The limits' grant: response headers, and whether body bytes must be counted.
+    pub grant: Grant,
+}
+
+impl Forward<'_, '_> {
+    /// Response headers to add: `RateLimit-*` (unless turned off) and APIM's optional
+    /// remaining/total headers.
+    pub fn response_headers(&self, gw: &Gateway) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if gw.settings.rate_limit_headers {
+            if let Some(s) = self.grant.rate_limit {
+                out.extend(s.headers().into_iter().map(|(k, v)| (k.to_string(), v)));
+            }
+        }
+        out.extend(self.grant.headers.iter().cloned());
+        out
+    }
+}

@@ -1,0 +1,58 @@
+//! What goes upstream: the API suffix stripped, the subscription key removed from the query
+//! and the headers, the client's `Authorization` and identity headers replaced by the
+//! backend key and the gateway's own identity.
+
+use super::outcome::Forward;
+use super::request::Request;
+use crate::model::{Api, Gateway};
+
+/// `service_url`'s path + the path under the API suffix + the query without the key.
+pub(super) fn upstream_path(api: &Api, rest: &str, query: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(api.service_base_path.len() + rest.len() + query.len() + 1);
+    out.extend_from_slice(api.service_base_path.as_bytes());
+    out.extend_from_slice(rest.as_bytes());
+    let mut first = true;
+    for pair in query.split(|&b| b == b'&') {
+        if pair.is_empty() {
+            continue;
+        }
+        let name = pair.split(|&b| b == b'=').next().unwrap_or(pair);
+        if name == api.key_query.as_bytes() {
+            continue;
+        }
+        out.push(if first { b'?' } else { b'&' });
+        out.extend_from_slice(pair);
+        first = false;
+    }
+    out
+}
+
+impl Forward<'_, '_> {
+    /// The complete upstream header list for a forwarded request, to be set in one host
+    /// call: the client's headers in order, minus the subscription key and any client copies
+    /// of `authorization` and the identity headers, with `:path` and `:authority` rewritten,
+    /// then the backend key and the caller's identity.
+    pub fn upstream_headers<'a>(&'a self, gw: &'a Gateway, req: &'a Request<'_>, out: &mut Vec<(&'a [u8], &'a [u8])>) {
+        let s = &gw.settings;
+        let id = &self.identity;
+        let api = id.api;
+        for (k, v) in req.headers {
+            let value: &[u8] = match *k {
+                b":path" => &self.upstream_path,
+                b":authority" => api.service_authority.as_bytes(),
+                _ if k.eq_ignore_ascii_case(b"authorization")
+                    || k.eq_ignore_ascii_case(api.key_header_lc.as_bytes())
+                    || k.eq_ignore_ascii_case(s.subscription_id_header.as_bytes())
+                    || k.eq_ignore_ascii_case(s.product_id_header.as_bytes()) =>
+                {
+                    continue
+                }
+                _ => v,
+            };
+            out.push((k, value));
+        }
+        out.push((b"authorization", id.authorization.as_bytes()));
+        out.push((s.subscription_id_header.as_bytes(), id.sub.id.as_bytes()));
+        out.push((s.product_id_header.as_bytes(), id.product.id.as_bytes()));
+    }
+}

@@ -1,0 +1,438 @@
+//! Schema → model: names become indices, keys digests, limits their precomputed ids and
+//! periods. Each check names the JSON path of what it refuses.
+
+use super::common::{ConfigError, Environment, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
+use super::schema::{RawApi, RawConfig, RawOperation, RawOperations, RawPortal, RawQuota, RawRateLimit};
+use crate::keys::{Digest, KeyIndex};
+use crate::model::{Api, Counter, Credential, Gateway, Operation, Portal, Product, Protocols, Quota, RateLimit, Settings, Subscription};
+use crate::route::{Route, Template};
+
+const MAX_APIS: usize = u16::MAX as usize;
+
+pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, ConfigError> {
+    let settings = compile_settings(&raw)?;
+    if raw.apis.is_empty() {
+        return Err(ConfigError::new("apis", "at least one API is required"));
+    }
+    if raw.apis.len() > MAX_APIS {
+        return Err(ConfigError::new("apis", "too many APIs"));
+    }
+    let mut apis: Vec<Api> = Vec::with_capacity(raw.apis.len());
+    let mut api_key_envs = Vec::new();
+    for (i, a) in raw.apis.into_iter().enumerate() {
+        let api = compile_api(i, a, env, &mut api_key_envs)?;
+        if apis.iter().any(|b| b.id == api.id) {
+            return Err(ConfigError::new(format!("apis[{i}].id"), format!("duplicate API id \"{}\"", api.id)));
+        }
+        if apis.iter().any(|b| b.prefix == api.prefix) {
+            return Err(ConfigError::new(format!("apis[{i}].path"), "another API already uses this path"));
+        }
+        apis.push(api);
+    }
+    // Longest suffix first, so `/a/b` wins over `/a`.
+    let mut order: Vec<u16> = (0..apis.len()).filter_map(|i| u16::try_from(i).ok()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(apis.get(usize::from(i)).map_or(0, |a| a.prefix.len())));
+
+    let mut products: Vec<Product> = Vec::with_capacity(raw.products.len());
+    for (i, p) in raw.products.into_iter().enumerate() {
+        let field = |f: &str| format!("products[{i}].{f}");
+        check_id(&p.id, &field("id"))?;
+        if products.iter().any(|q| q.id == p.id) {
+            return Err(ConfigError::new(field("id"), format!("duplicate product id \"{}\"", p.id)));
+        }
+        let mut ids = Vec::with_capacity(p.apis.len());
+        for (j, name) in p.apis.iter().enumerate() {
+            let idx = apis
+                .iter()
+                .position(|a| &a.id == name)
+                .and_then(|x| u16::try_from(x).ok())
+                .ok_or_else(|| ConfigError::new(format!("products[{i}].apis[{j}]"), format!("no API with id \"{name}\"")))?;
+            ids.push(idx);
+        }
+        let rate_limit = p.rate_limit.map(|rl| rate_limit(rl, format!("p:{}", p.id), &field("rate_limit"))).transpose()?;
+        let quota = p.quota.map(|q| quota(q, &field("quota"))).transpose()?;
+        products.push(Product { id: p.id, name: p.name, description: p.description.unwrap_or_default(), apis: ids, rate_limit, quota });
+    }
+
+    let mut subscriptions = Vec::with_capacity(raw.subscriptions.len());
+    let mut keys = KeyIndex::with_capacity(raw.subscriptions.len() * 2);
+    let mut seen_ids = std::collections::HashSet::with_capacity(raw.subscriptions.len());
+    for (i, s) in raw.subscriptions.into_iter().enumerate() {
+        let field = |f: &str| format!("subscriptions[{i}].{f}");
+        check_id(&s.id, &field("id"))?;
+        if !seen_ids.insert(s.id.clone()) {
+            return Err(ConfigError::new(field("id"), format!("duplicate subscription id \"{}\"", s.id)));
+        }
+        let product = products
+            .iter()
+            .position(|p| p.id == s.product)
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| ConfigError::new(field("product"), format!("no product with id \"{}\"", s.product)))?;
+        let start_ms = match &s.start {
+            None => 0,
+            Some(t) => crate::time::parse_rfc3339_ms(t)
+                .ok_or_else(|| ConfigError::new(field("start"), "not an RFC 3339 timestamp at or after 1970"))?,
+        };
+        let idx = u32::try_from(subscriptions.len()).map_err(|_| ConfigError::new("subscriptions", "too many subscriptions"))?;
+        let mut any_key = false;
+        for (slot, plain, hashed) in
+            [("primary_key", &s.primary_key, &s.primary_key_sha256), ("secondary_key", &s.secondary_key, &s.secondary_key_sha256)]
+        {
+            let digest = match (plain, hashed) {
+                (Some(_), Some(_)) => return Err(ConfigError::new(field(slot), format!("give {slot} or {slot}_sha256, not both"))),
+                (Some(k), None) => {
+                    if k.is_empty() {
+                        return Err(ConfigError::new(field(slot), "empty key"));
+                    }
+                    Some(Digest::of(k.as_bytes()))
+                }
+                (None, Some(h)) => {
+                    Some(Digest::from_hex(h).ok_or_else(|| ConfigError::new(field(&format!("{slot}_sha256")), "not 64 hex digits"))?)
+                }
+                (None, None) => None,
+            };
+            if let Some(d) = digest {
+                any_key = true;
+                if !keys.insert(d, idx) {
+                    return Err(ConfigError::new(field(slot), "duplicate subscription key (used by another subscription or slot)"));
+                }
+            }
+        }
+        if !any_key {
+            return Err(ConfigError::new(field("primary_key"), "a subscription needs a primary or secondary key"));
+        }
+        subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
+    }
+
+    let portal = raw.portal.map(|p| compile_portal(p, &apis)).transpose()?;
+    let per_subscription = raw.metrics.is_some_and(|m| m.per_subscription);
+    let ops_per_api: Vec<usize> = apis.iter().map(|a| a.operations.len()).collect();
+    let product_apis: Vec<&[u16]> = products.iter().map(|p| p.apis.as_slice()).collect();
+    let sub_products: Vec<u32> = subscriptions.iter().map(|s| s.product).collect();
+    let usage = crate::usage::Plan::build(&ops_per_api, &product_apis, &sub_products, per_subscription).map_err(|n| {
+        let field = if per_subscription { "metrics.per_subscription" } else { "metrics" };
+        ConfigError::new(field, format!("the usage metrics would need more than {n} label sets (at most {})", crate::usage::MAX_SLOTS))
+    })?;
+    let admin =
+        raw.admin.map(|a| super::admin::compile(a.path, &a.key_sha256, &apis, portal.as_ref().map(|p| p.path.as_str()))).transpose()?;
+    Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs, portal, usage, admin })
+}
+
+fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
+    for (f, v) in [("subscription_id_header", &raw.subscription_id_header), ("product_id_header", &raw.product_id_header)] {
+        if !is_header_name(v) {
+            return Err(ConfigError::new(f, "not a valid HTTP header name"));
+        }
+    }
+    if raw.max_cas_retries == 0 || raw.max_cas_retries > 10_000 {
+        return Err(ConfigError::new("max_cas_retries", "must be 1..=10000"));
+    }
+    if raw.counter_slots == 0 || raw.counter_slots > 1_000_000 {
+        return Err(ConfigError::new("counter_slots", "must be 1..=1000000"));
+    }
+    Ok(Settings {
+        unmatched: raw.unmatched_requests,
+        subscription_id_header: raw.subscription_id_header.to_ascii_lowercase(),
+        product_id_header: raw.product_id_header.to_ascii_lowercase(),
+        rate_limit_headers: raw.rate_limit_headers,
+        export_metadata: raw.export_metadata,
+        failure_mode: raw.failure_mode,
+        max_cas_retries: raw.max_cas_retries,
+        counter_slots: raw.counter_slots,
+        limits_store: super::limits_store::compile(raw.limits_store.as_ref())?,
+    })
+}
+
+fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String>) -> Result<Api, ConfigError> {
+    let field = |f: &str| format!("apis[{i}].{f}");
+    check_id(&a.id, &field("id"))?;
+    let bad_path = a.path.starts_with('/')
+        || a.path.ends_with('/')
+        || a.path.contains("//")
+        || a.path.bytes().any(|b| b <= b' ' || b >= 0x7f || b"?#{}%".contains(&b));
+    if bad_path {
+        return Err(ConfigError::new(
+            field("path"),
+            "a URL suffix of visible ASCII without leading or trailing '/' (e.g. \"azureml-demo\")",
+        ));
+    }
+    let prefix = if a.path.is_empty() { String::new() } else { format!("/{}", a.path) };
+    if !is_header_name(&a.subscription_key_header) {
+        return Err(ConfigError::new(field("subscription_key_header"), "not a valid HTTP header name"));
+    }
+    if a.subscription_key_query.is_empty() || a.subscription_key_query.bytes().any(|b| b <= b' ' || b >= 0x7f || b"&=#%+".contains(&b)) {
+        return Err(ConfigError::new(field("subscription_key_query"), "not a valid query parameter name"));
+    }
+    let (authority, base_path) =
+        parse_service_url(&a.service_url).ok_or_else(|| ConfigError::new(field("service_url"), "expected http(s)://host[:port][/path]"))?;
+    let protocols = match &a.protocols {
+        None => Protocols { http: true, https: true },
+        Some(list) => {
+            let mut p = Protocols { http: false, https: false };
+            for (j, name) in list.iter().enumerate() {
+                match name.as_str() {
+                    "http" => p.http = true,
+                    "https" => p.https = true,
+                    _ => return Err(ConfigError::new(format!("apis[{i}].protocols[{j}]"), "expected \"http\" or \"https\"")),
+                }
+            }
+            if !p.http && !p.https {
+                return Err(ConfigError::new(field("protocols"), "give \"http\", \"https\" or both"));
+            }
+            p
+        }
+    };
+
+    let azureml_studio = matches!(&a.operations, RawOperations::Preset(name) if name == "azureml-studio");
+    let raw_ops = match a.operations {
+        RawOperations::Preset(name) if name == "azureml-studio" => azureml_studio_preset(),
+        RawOperations::Preset(name) => {
+            return Err(ConfigError::new(field("operations"), format!("unknown preset \"{name}\" (known: \"azureml-studio\")")))
+        }
+        RawOperations::List(l) => l,
+    };
+    if raw_ops.is_empty() {
+        return Err(ConfigError::new(field("operations"), "at least one operation is required"));
+    }
+    let mut ops: Vec<Operation> = Vec::with_capacity(raw_ops.len());
+    let mut shapes = Vec::with_capacity(raw_ops.len());
+    for (j, o) in raw_ops.into_iter().enumerate() {
+        let ofield = |f: &str| format!("apis[{i}].operations[{j}].{f}");
+        check_id(&o.id, &ofield("id"))?;
+        if ops.iter().any(|p| p.id == o.id) {
+            return Err(ConfigError::new(ofield("id"), format!("duplicate operation id \"{}\"", o.id)));
+        }
+        if o.method.is_empty() || !o.method.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(ConfigError::new(ofield("method"), "an upper-case HTTP method such as \"POST\""));
+        }
+        let template = Template::parse(&o.url_template).map_err(|r| ConfigError::new(ofield("url_template"), r))?;
+        let rate_limit = o.rate_limit.map(|rl| rate_limit(rl, format!("o:{}/{}", a.id, o.id), &ofield("rate_limit"))).transpose()?;
+        ops.push(Operation { id: o.id, name: o.name, description: o.description.unwrap_or_default(), rate_limit });
+        shapes.push((o.method, template));
+    }
+    let route = Route::build(shapes).map_err(|(j, r)| ConfigError::new(format!("apis[{i}].operations[{j}].url_template"), r))?;
+
+    if a.backend_credentials.is_empty() {
+        return Err(ConfigError::new(field("backend_credentials"), "at least one credential is required"));
+    }
+    let mut credentials: Vec<Credential> = Vec::with_capacity(a.backend_credentials.len());
+    for (j, c) in a.backend_credentials.into_iter().enumerate() {
+        let cfield = |f: &str| format!("apis[{i}].backend_credentials[{j}].{f}");
+        nonempty(&c.workspace, &cfield("workspace"))?;
+        nonempty(&c.service, &cfield("service"))?;
+        let key = match (c.api_key, c.api_key_env) {
+            (Some(k), None) => k,
+            (None, Some(var)) => {
+                let v = env.var(&var).ok_or_else(|| {
+                    ConfigError::new(cfield("api_key_env"), format!("environment variable \"{var}\" is not set in the Wasm VM"))
+                })?;
+                if !envs.contains(&var) {
+                    envs.push(var);
+                }
+                v
+            }
+            _ => return Err(ConfigError::new(cfield("api_key"), "give exactly one of api_key or api_key_env")),
+        };
+        if key.is_empty() {
+            return Err(ConfigError::new(cfield("api_key"), "empty key"));
+        }
+        // The value goes into an HTTP header: visible ASCII only.
+        if key.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(ConfigError::new(cfield("api_key"), "key must be visible ASCII (no spaces, controls or non-ASCII)"));
+        }
+        let wildcard = |s: String| if s == "*" { None } else { Some(s) };
+        let cred = Credential { workspace: wildcard(c.workspace), service: wildcard(c.service), authorization: format!("Bearer {key}") };
+        if credentials.iter().any(|d| d.workspace == cred.workspace && d.service == cred.service) {
+            return Err(ConfigError::new(cfield("workspace"), "duplicate workspace/service pair"));
+        }
+        credentials.push(cred);
+    }
+    let rate_limit = a.rate_limit.map(|rl| rate_limit(rl, format!("a:{}", a.id), &field("rate_limit"))).transpose()?;
+    Ok(Api {
+        id: a.id,
+        name: a.name,
+        description: a.description.unwrap_or_default(),
+        azureml_studio,
+        prefix,
+        key_header_lc: a.subscription_key_header.to_ascii_lowercase(),
+        key_header: a.subscription_key_header,
+        key_query: a.subscription_key_query,
+        protocols,
+        service_url: a.service_url,
+        service_authority: authority,
+        service_base_path: base_path,
+        operations: ops,
+        route,
+        credentials,
+        rate_limit,
+    })
+}
+
+/// The five AzureML Studio (classic) web-service operations as APIM imports them.
+fn azureml_studio_preset() -> Vec<RawOperation> {
+    const WS: &str = "/workspaces/{workspace}/services/{service}";
+    let op = |id: &str, name: &str, description: &str, method: &str, tail: &str| RawOperation {
+        id: id.into(),
+        name: name.into(),
+        description: Some(description.into()),
+        method: method.into(),
+        url_template: format!("{WS}{tail}"),
+        rate_limit: None,
+    };
+    // Names as in Microsoft's guide to AzureML Studio web services behind API Management.
+    vec![
+        op(
+            "rrs-execute",
+            "RRS Execute",
+            "Request-response: scores the rows in the request and answers with the results.",
+            "POST",
+            "/execute?api-version={apiversion}&details={details}",
+        ),
+        op(
+            "bes-submit",
+            "BES Submit",
+            "Batch execution: submits a job over blobs in Azure Storage; answers with the job id.",
+            "POST",
+            "/jobs?api-version={apiversion}",
+        ),
+        op("bes-start", "BES Start", "Starts a submitted batch job.", "POST", "/jobs/{jobid}/start?api-version={apiversion}"),
+        op(
+            "bes-status",
+            "BES Status",
+            "The status of a batch job and, once finished, where its outputs are.",
+            "GET",
+            "/jobs/{jobid}?api-version={apiversion}",
+        ),
+        op(
+            "bes-delete",
+            "BES Delete",
+            "Cancels a running batch job or deletes an ended one.",
+            "DELETE",
+            "/jobs/{jobid}?api-version={apiversion}",
+        ),
+    ]
+}
+
+/// The portal's path must be its own: not an API's suffix nor under one (the root API, whose
+/// suffix is empty, excepted: there the portal's path is taken out of it), nor above one.
+fn compile_portal(p: RawPortal, apis: &[Api]) -> Result<Portal, ConfigError> {
+    let path = p.path;
+    let bad = !path.starts_with('/')
+        || path.len() < 2
+        || path.len() > 256
+        || path.ends_with('/')
+        || path.contains("//")
+        || path.bytes().any(|b| b <= b' ' || b >= 0x7f || b"?#{}%\"'<>`".contains(&b));
+    if bad {
+        return Err(ConfigError::new(
+            "portal.path",
+            "a URL path of visible ASCII, starting with '/', without a trailing '/' (e.g. \"/developer\")",
+        ));
+    }
+    let under = |a: &str, b: &str| a.starts_with(b) && matches!(a.as_bytes().get(b.len()), None | Some(b'/'));
+    if let Some(api) = apis.iter().find(|a| !a.prefix.is_empty() && (under(&path, &a.prefix) || under(&a.prefix, &path))) {
+        return Err(ConfigError::new("portal.path", format!("overlaps the path of API \"{}\"", api.id)));
+    }
+    let title = p.title.unwrap_or_else(|| "Developer portal".to_string());
+    if title.is_empty() || title.len() > 256 || title.chars().any(char::is_control) {
+        return Err(ConfigError::new("portal.title", "1 to 256 bytes without control characters"));
+    }
+    Ok(Portal { path, title })
+}
+
+fn rate_limit(rl: RawRateLimit, id: String, field: &str) -> Result<RateLimit, ConfigError> {
+    if rl.calls == 0 || rl.calls > MAX_RATE_LIMIT_CALLS {
+        return Err(ConfigError::new(format!("{field}.calls"), format!("must be 1..={MAX_RATE_LIMIT_CALLS}")));
+    }
+    if rl.renewal_period == 0 || rl.renewal_period > 31_536_000 {
+        return Err(ConfigError::new(format!("{field}.renewal_period"), "must be 1..=31536000 seconds"));
+    }
+    let counter = match rl.counter.as_deref() {
+        None => Counter::Subscription,
+        Some("ip") => Counter::Ip,
+        Some(c) => match c.strip_prefix("header:") {
+            Some(h) if is_header_name(h) => Counter::Header(h.to_ascii_lowercase()),
+            _ => return Err(ConfigError::new(format!("{field}.counter"), "expected \"ip\" or \"header:<name>\"")),
+        },
+    };
+    let header = |f: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(h) if !is_header_name(&h) => Err(ConfigError::new(format!("{field}.{f}"), "not a valid HTTP header name")),
+            v => Ok(v.map(|h| h.to_ascii_lowercase())),
+        }
+    };
+    Ok(RateLimit {
+        id,
+        calls: rl.calls,
+        period_ms: u64::from(rl.renewal_period) * 1000,
+        counter,
+        remaining_calls_header: header("remaining_calls_header", rl.remaining_calls_header)?,
+        total_calls_header: header("total_calls_header", rl.total_calls_header)?,
+        retry_after_header: header("retry_after_header", rl.retry_after_header)?,
+    })
+}
+
+fn quota(q: RawQuota, field: &str) -> Result<Quota, ConfigError> {
+    if q.calls.is_none() && q.bandwidth_kb.is_none() {
+        return Err(ConfigError::new(field, "give calls, bandwidth_kb or both"));
+    }
+    if q.calls == Some(0) {
+        return Err(ConfigError::new(format!("{field}.calls"), "must be at least 1"));
+    }
+    let bandwidth_bytes = match q.bandwidth_kb {
+        None => None,
+        Some(kb) => match kb.checked_mul(1024).filter(|b| kb > 0 && *b <= u64::MAX / 2) {
+            Some(b) => Some(b),
+            None => return Err(ConfigError::new(format!("{field}.bandwidth_kb"), "must be at least 1 and fit in bytes")),
+        },
+    };
+    if q.renewal_period == 0 || q.renewal_period > 100 * 31_536_000 {
+        return Err(ConfigError::new(
+            format!("{field}.renewal_period"),
+            "must be 1 second to 100 years (never-renewing quotas are not supported)",
+        ));
+    }
+    Ok(Quota { calls: q.calls, bandwidth_bytes, period_ms: q.renewal_period * 1000 })
+}
+
+fn nonempty(v: &str, field: &str) -> Result<(), ConfigError> {
+    if v.is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Ids name shared-data keys, limit segments and upstream header values: non-empty, bounded,
+/// and free of control characters (which no header value may carry).
+fn check_id(v: &str, field: &str) -> Result<(), ConfigError> {
+    nonempty(v, field)?;
+    if v.len() > MAX_ID_BYTES {
+        return Err(ConfigError::new(field, format!("longer than {MAX_ID_BYTES} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ConfigError::new(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// RFC 9110 token characters.
+pub fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `http(s)://host[:port][/base]` → (`host[:port]`, `/base` without trailing slash).
+fn parse_service_url(url: &str) -> Option<(String, String)> {
+    if !url.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains(['@', '?', '#']) || path.contains(['?', '#']) {
+        return None;
+    }
+    Some((authority.to_string(), path.trim_end_matches('/').to_string()))
+}

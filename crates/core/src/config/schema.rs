@@ -1,0 +1,272 @@
+//! The operator's interface: the JSON plugin configuration exactly as written, as serde
+//! types. Private to `config`: the rest of the crate sees only the compiled model. Unknown
+//! fields are refused everywhere.
+
+use crate::model::{ExportMetadata, FailureMode, SubscriptionState, Unmatched};
+use serde::Deserialize;
+use std::fmt;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) apis: Vec<RawApi>,
+    #[serde(default)]
+    pub(super) products: Vec<RawProduct>,
+    #[serde(default)]
+    pub(super) subscriptions: Vec<RawSubscription>,
+    #[serde(default, with = "UnmatchedDef")]
+    pub(super) unmatched_requests: Unmatched,
+    #[serde(default = "default_sub_header")]
+    pub(super) subscription_id_header: String,
+    #[serde(default = "default_product_header")]
+    pub(super) product_id_header: String,
+    #[serde(default = "default_true")]
+    pub(super) rate_limit_headers: bool,
+    #[serde(default, with = "ExportDef")]
+    pub(super) export_metadata: ExportMetadata,
+    #[serde(default, with = "FailureDef")]
+    pub(super) failure_mode: FailureMode,
+    #[serde(default = "default_cas_retries")]
+    pub(super) max_cas_retries: u32,
+    #[serde(default = "default_counter_slots")]
+    pub(super) counter_slots: u32,
+    /// `"shared_data"` (default) or `{"rls": {...}}` (see `limits_store`).
+    #[serde(default)]
+    pub(super) limits_store: Option<super::limits_store::RawLimitsStore>,
+    /// The developer portal (issue 11): absent, there is none.
+    #[serde(default)]
+    pub(super) portal: Option<RawPortal>,
+    /// Usage metrics: `{"per_subscription": true}` adds a subscription label (opt-in: it
+    /// multiplies the stats by the subscriptions).
+    #[serde(default)]
+    pub(super) metrics: Option<RawMetrics>,
+    /// The admin API (APIM's reports) and usage dashboard: absent, there is none.
+    #[serde(default)]
+    pub(super) admin: Option<RawAdmin>,
+}
+
+/// `"metrics": {"per_subscription": false}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    #[serde(default)]
+    pub(super) per_subscription: bool,
+}
+
+/// `"admin": {"path": "/mlgate-admin", "key_sha256": "<hex SHA-256 of the admin key>"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub(super) path: String,
+    pub(super) key_sha256: String,
+}
+
+/// `"portal": {"path": "/developer", "title": "…"}`: pages, OpenAPI export and "My
+/// subscription", answered by the gateway itself under `path`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPortal {
+    pub(super) path: String,
+    #[serde(default)]
+    pub(super) title: Option<String>,
+}
+
+fn default_sub_header() -> String {
+    "x-mlgate-subscription-id".into()
+}
+fn default_product_header() -> String {
+    "x-mlgate-product-id".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cas_retries() -> u32 {
+    64
+}
+fn default_counter_slots() -> u32 {
+    4096
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub(super) id: String,
+    /// Shown in the developer portal and the OpenAPI export.
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    pub(super) path: String,
+    pub(super) service_url: String,
+    /// APIM's per-API URL schemes: `["https"]`, `["http"]` or both (the default).
+    #[serde(default)]
+    pub(super) protocols: Option<Vec<String>>,
+    #[serde(default = "default_key_header")]
+    pub(super) subscription_key_header: String,
+    #[serde(default = "default_key_query")]
+    pub(super) subscription_key_query: String,
+    pub(super) operations: RawOperations,
+    pub(super) backend_credentials: Vec<RawCredential>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<RawRateLimit>,
+}
+
+fn default_key_header() -> String {
+    "Ocp-Apim-Subscription-Key".into()
+}
+fn default_key_query() -> String {
+    "subscription-key".into()
+}
+
+/// A preset name or a list of operations. A hand-written visitor instead of
+/// `#[serde(untagged)]`, which buffers the input and costs ~10 KB of Wasm.
+pub(super) enum RawOperations {
+    Preset(String),
+    List(Vec<RawOperation>),
+}
+
+impl<'de> Deserialize<'de> for RawOperations {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawOperations;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a preset name such as \"azureml-studio\" or a list of operations")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawOperations, E> {
+                Ok(RawOperations::Preset(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawOperations, A::Error> {
+                let mut ops = Vec::new();
+                while let Some(op) = seq.next_element()? {
+                    ops.push(op);
+                }
+                Ok(RawOperations::List(ops))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOperation {
+    pub(super) id: String,
+    /// Shown in the developer portal; the OpenAPI `summary`.
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    pub(super) method: String,
+    pub(super) url_template: String,
+    #[serde(default)]
+    pub(super) rate_limit: Option<RawRateLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCredential {
+    pub(super) workspace: String,
+    pub(super) service: String,
+    #[serde(default)]
+    pub(super) api_key: Option<String>,
+    #[serde(default)]
+    pub(super) api_key_env: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProduct {
+    pub(super) id: String,
+    /// Shown in the developer portal.
+    pub(super) name: String,
+    #[serde(default)]
+    pub(super) description: Option<String>,
+    pub(super) apis: Vec<String>,
+    #[serde(default)]
+    pub(super) rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub(super) quota: Option<RawQuota>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSubscription {
+    pub(super) id: String,
+    pub(super) product: String,
+    #[serde(with = "StateDef")]
+    pub(super) state: SubscriptionState,
+    /// Accepted for APIM parity; nothing reads it, so the model keeps none.
+    #[serde(default, rename = "name")]
+    pub(super) _name: Option<String>,
+    #[serde(default)]
+    pub(super) primary_key: Option<String>,
+    #[serde(default)]
+    pub(super) secondary_key: Option<String>,
+    #[serde(default)]
+    pub(super) primary_key_sha256: Option<String>,
+    #[serde(default)]
+    pub(super) secondary_key_sha256: Option<String>,
+    #[serde(default)]
+    pub(super) start: Option<String>,
+}
+
+/// APIM's `rate-limit` / `rate-limit-by-key` policy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub(super) calls: u32,
+    pub(super) renewal_period: u32,
+    #[serde(default)]
+    pub(super) counter: Option<String>,
+    #[serde(default)]
+    pub(super) remaining_calls_header: Option<String>,
+    #[serde(default)]
+    pub(super) total_calls_header: Option<String>,
+    #[serde(default)]
+    pub(super) retry_after_header: Option<String>,
+}
+
+/// APIM's `quota` policy: calls and/or bandwidth per fixed period.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawQuota {
+    #[serde(default)]
+    pub(super) calls: Option<u64>,
+    #[serde(default)]
+    pub(super) bandwidth_kb: Option<u64>,
+    pub(super) renewal_period: u64,
+}
+
+// The model's enums, read with serde's `remote` derive so the model itself stays serde-free.
+
+#[derive(Deserialize)]
+#[serde(remote = "SubscriptionState", rename_all = "lowercase")]
+pub(super) enum StateDef {
+    Active,
+    Suspended,
+    Expired,
+    Submitted,
+    Rejected,
+    Cancelled,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "Unmatched", rename_all = "snake_case")]
+pub(super) enum UnmatchedDef {
+    Reject,
+    PassThrough,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "ExportMetadata", rename_all = "snake_case")]
+pub(super) enum ExportDef {
+    Combined,
+    Fields,
+    Off,
+}
+
+#[derive(Deserialize)]
+#[serde(remote = "FailureMode", rename_all = "snake_case")]
+pub(super) enum FailureDef {
+    Deny,
+    Allow,
+}

@@ -1,0 +1,167 @@
+//! What is decided: the limits of a request ([`Spec`], [`Plan`]), the context of a decision, its
+//! verdicts and grants, and the decision of one limit over its segment of a record ([`decide`],
+//! [`count`]). The pure parts the subscription record ([`super::decide`]) and the counter tables
+//! ([`super::keyed`]) both use.
+
+use super::record::{rd64, QuotaSeg, Ring};
+use super::store::Store;
+use crate::model::{Api, Operation, Product, Quota, RateLimit};
+use crate::reply::{self, Reply};
+
+/// One limit that applies to a request, borrowed from the model.
+#[derive(Debug, Clone, Copy)]
+pub enum Spec<'g> {
+    Rate(&'g RateLimit),
+    Quota(&'g Quota),
+}
+
+/// At most this many limits apply to one request: product, API and operation rate limits,
+/// and the product quota.
+pub const MAX_SPECS: usize = 4;
+
+/// The limits that apply to `op` of `api` for a subscription of `product`, in APIM's order:
+/// product, API, operation rate limits, then the product quota.
+pub fn limits_of<'g>(api: &'g Api, op: &'g Operation, product: &'g Product) -> [Option<Spec<'g>>; MAX_SPECS] {
+    [
+        product.rate_limit.as_ref().map(Spec::Rate),
+        api.rate_limit.as_ref().map(Spec::Rate),
+        op.rate_limit.as_ref().map(Spec::Rate),
+        product.quota.as_ref().map(Spec::Quota),
+    ]
+}
+
+/// The limits of one request, in APIM's order, with what each counts per.
+pub struct Plan<'g, 'v> {
+    pub specs: [Option<Spec<'g>>; MAX_SPECS],
+    /// For each keyed rate limit (`counter: ip | header:<name>`), the counter's value.
+    pub values: [&'v [u8]; MAX_SPECS],
+    /// The subscription's record key and quota start.
+    pub record_key: &'g str,
+    pub start_ms: u64,
+}
+
+/// Everything the engine needs from the outside for one decision.
+pub struct Ctx<'a> {
+    pub store: &'a mut dyn Store,
+    pub now_ms: u64,
+    pub max_retries: u32,
+    pub counter_slots: u32,
+}
+
+/// Which limit denied a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialKind {
+    RateLimit,
+    QuotaCalls,
+    QuotaBandwidth,
+}
+
+/// What the limits say about a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counted in every limit.
+    Admit(Grant),
+    /// Counted nowhere; the APIM reply to send.
+    Deny(DenialKind, Reply),
+    /// The store could not be read or updated (CAS retries exhausted or a host error).
+    Unavailable,
+}
+
+/// The most restrictive limit after an admission: `RateLimit-Limit`, `-Remaining`, `-Reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitStatus {
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_secs: u64,
+}
+
+/// What an admitted request's response carries, and whether its bytes must be counted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// The tightest limit, for the `RateLimit-*` headers.
+    pub rate_limit: Option<RateLimitStatus>,
+    /// APIM's optional `remaining_calls_header` / `total_calls_header` (names as configured).
+    pub headers: Vec<(String, String)>,
+    /// A bandwidth quota applies: report body bytes with [`add_bandwidth`].
+    pub count_bandwidth: bool,
+    /// Counter-table probes that found no free slot and shared a live one.
+    pub shared_counter_slots: u32,
+}
+
+/// What [`check_at`] adds to the verdict, for a remote store that answers per limit.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PerLimit {
+    /// For a denial, the index in `Plan::specs` of the limit that denied.
+    pub denied_at: Option<usize>,
+    /// After an admission, each limit's own status in `Plan::specs` order (`None`: a quota
+    /// without calls, or no limit there).
+    pub statuses: [Option<RateLimitStatus>; MAX_SPECS],
+}
+
+impl Grant {
+    /// Keeps the most restrictive status: fewest remaining, then the longest reset.
+    pub fn offer(&mut self, limit: u64, remaining: u64, reset_secs: u64) {
+        let better = self.rate_limit.is_none_or(|b| remaining < b.remaining || (remaining == b.remaining && reset_secs > b.reset_secs));
+        if better {
+            self.rate_limit = Some(RateLimitStatus { limit, remaining, reset_secs });
+        }
+    }
+}
+
+pub fn ceil_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// Start of the quota period containing `now` (periods of `period_ms` from `start_ms`).
+pub fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
+    if now < start_ms {
+        // Before the subscription's start: the period that ends at its start.
+        return start_ms.saturating_sub(period_ms);
+    }
+    start_ms + (now - start_ms) / period_ms.max(1) * period_ms
+}
+
+/// Would `spec` admit one more call now? `Err` is the APIM denial.
+pub fn decide(rec: &[u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64) -> Result<(), (DenialKind, Reply)> {
+    match spec {
+        Spec::Rate(rl) => Ring::decide(rec, p, now, rl.period_ms)
+            .map_err(|wait| (DenialKind::RateLimit, reply::rate_limited(ceil_secs(wait).max(1), rl.retry_after_header.as_deref()))),
+        Spec::Quota(q) => {
+            let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
+            let (calls, bytes) = QuotaSeg::counts(rec, p, cur);
+            let wait = ceil_secs((cur + q.period_ms).saturating_sub(now)).max(1);
+            if q.calls.is_some_and(|c| calls >= c) {
+                return Err((DenialKind::QuotaCalls, reply::quota_exceeded(false, wait)));
+            }
+            if q.bandwidth_bytes.is_some_and(|b| bytes >= b) {
+                return Err((DenialKind::QuotaBandwidth, reply::quota_exceeded(true, wait)));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Counts one admitted call and reports its limit status into `grant`.
+pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64, grant: &mut Grant) {
+    match spec {
+        Spec::Rate(rl) => {
+            Ring::admit(rec, p, now);
+            let (remaining, reset) = Ring::status(rec, p, now, rl.period_ms);
+            grant.offer(u64::from(rl.calls), remaining, ceil_secs(reset));
+            if let Some(h) = &rl.remaining_calls_header {
+                grant.headers.push((h.clone(), remaining.to_string()));
+            }
+            if let Some(h) = &rl.total_calls_header {
+                grant.headers.push((h.clone(), rl.calls.to_string()));
+            }
+        }
+        Spec::Quota(q) => {
+            let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
+            let calls = QuotaSeg::add(rec, p, cur, 1, 0);
+            if let Some(limit) = q.calls {
+                grant.offer(limit, limit - calls.min(limit), ceil_secs((cur + q.period_ms).saturating_sub(now)));
+            }
+            grant.count_bandwidth |= q.bandwidth_bytes.is_some();
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! The compiled configuration: what every request is judged against. Built once per
+//! `on_configure` by [`crate::config`]; read-only afterwards. Names are resolved to indices,
+//! keys to digests, limits to their precomputed ids and periods: nothing here is parsed,
+//! lower-cased or formatted per request.
+
+use crate::keys::{Digest, KeyIndex};
+use crate::route::Route;
+
+/// The request-time view of the configuration.
+pub struct Gateway {
+    /// In declaration order; products refer to them by index.
+    pub apis: Vec<Api>,
+    /// Indices into `apis`, longest URL suffix first: the order requests are matched in.
+    pub match_order: Vec<u16>,
+    pub products: Vec<Product>,
+    pub subscriptions: Vec<Subscription>,
+    pub keys: KeyIndex,
+    pub settings: Settings,
+    /// Environment variables named by `api_key_env` (for the CLI's Envoy bootstrap).
+    pub api_key_envs: Vec<String>,
+    /// The developer portal, if configured (see [`crate::local`]).
+    pub portal: Option<Portal>,
+    /// The usage metrics' slot table (see [`crate::usage`]).
+    pub usage: crate::usage::Plan,
+    /// The admin API and usage dashboard, if configured (served by the `mlgate-admin` crate).
+    pub admin: Option<Admin>,
+}
+
+/// `"admin"`: where the admin API is served, and the digest of its key.
+pub struct Admin {
+    /// Starts with '/', no trailing '/' (`/mlgate-admin`).
+    pub path: String,
+    pub key: Digest,
+}
+
+/// `"portal"`: where the developer portal is served, and its title.
+pub struct Portal {
+    /// Starts with '/', no trailing '/' (`/developer`).
+    pub path: String,
+    pub title: String,
+}
+
+pub struct Settings {
+    pub unmatched: Unmatched,
+    /// Lower-case header names for the caller identity mlgate sets upstream.
+    pub subscription_id_header: String,
+    pub product_id_header: String,
+    pub rate_limit_headers: bool,
+    pub export_metadata: ExportMetadata,
+    pub failure_mode: FailureMode,
+    pub max_cas_retries: u32,
+    pub counter_slots: u32,
+    /// Where limits are counted: this Envoy's shared data, or a rate limit service.
+    pub limits_store: LimitsStore,
+}
+
+/// Where limits are counted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum LimitsStore {
+    /// Process-local proxy-wasm shared data (exact across this Envoy's workers).
+    #[default]
+    SharedData,
+    /// A rate limit service (exact across every Envoy that uses it).
+    Rls(RlsSettings),
+}
+
+/// `limits_store.rls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RlsSettings {
+    /// The Envoy cluster of the rate limit service (HTTP/2).
+    pub cluster: String,
+    /// `RateLimitRequest.domain`.
+    pub domain: String,
+    /// How long a request waits for the answer.
+    pub timeout_ms: u32,
+    pub on_failure: OnFailure,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker skips the store before one request probes it.
+    pub breaker_open_ms: u64,
+}
+
+/// What a request gets when the remote store fails (error, timeout, garbage, breaker open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// 503 (the default).
+    Deny,
+    /// Forward, uncounted.
+    Allow,
+    /// Count in this Envoy's shared data instead (per-process limits until the store is back).
+    Local,
+}
+
+/// What to do with a request outside every configured API path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmatched {
+    /// 404 `Resource not found`, as APIM answers (fail closed).
+    #[default]
+    Reject,
+    /// Let it through, minus any client copy of the identity headers.
+    PassThrough,
+}
+
+/// How the match is exported as filter state (each property is one host call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportMetadata {
+    /// One property, `wasm.mlgate`: `api=…&operation=…&subscription=…&product=…&<params>`.
+    #[default]
+    Combined,
+    /// Five properties: `wasm.mlgate.api`, `.operation`, `.subscription`, `.product`, `.params`.
+    Fields,
+    Off,
+}
+
+/// What to do when the limit store cannot be read or updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    #[default]
+    Deny,
+    Allow,
+}
+
+/// APIM's subscription states; only `Active` admits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionState {
+    Active,
+    Suspended,
+    Expired,
+    Submitted,
+    Rejected,
+    Cancelled,
+}
+
+/// The URL schemes an API accepts (APIM's per-API `protocols`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Protocols {
+    pub http: bool,
+    pub https: bool,
+}
+
+pub struct Api {
+    pub id: String,
+    /// For the developer portal and the OpenAPI export.
+    pub name: String,
+    pub description: String,
+    /// The operations are the `azureml-studio` preset (the export knows their bodies).
+    pub azureml_studio: bool,
+    /// The URL suffix with a leading slash (`/azureml-demo`), or empty for the root API.
+    pub prefix: String,
+    /// The configured header name as written (for `WWW-Authenticate`).
+    pub key_header: String,
+    /// The same, lower-case (Envoy hands header names lower-case).
+    pub key_header_lc: String,
+    pub key_query: String,
+    pub protocols: Protocols,
+    /// `service_url` as configured.
+    pub service_url: String,
+    /// `host[:port]` of `service_url`, used as the upstream `:authority`.
+    pub service_authority: String,
+    /// Path of `service_url` without a trailing slash, prepended upstream (usually empty).
+    pub service_base_path: String,
+    pub operations: Vec<Operation>,
+    pub route: Route,
+    pub credentials: Vec<Credential>,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// An operation's identity and limit; its method and URL template live in the API's
+/// [`Route`] at the same index.
+pub struct Operation {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub rate_limit: Option<RateLimit>,
+}
+
+pub struct Credential {
+    /// `None` is the `"*"` wildcard.
+    pub workspace: Option<String>,
+    pub service: Option<String>,
+    /// The ready `Authorization` header value: `Bearer <key>`. Never logged, never printed:
+    /// this type has no `Debug`.
+    pub authorization: String,
+}
+
+impl Credential {
+    fn specificity(&self) -> u8 {
+        u8::from(self.workspace.is_some()) * 2 + u8::from(self.service.is_some())
+    }
+}
+
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Indices into `Gateway::apis`.
+    pub apis: Vec<u16>,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+}
+
+pub struct Subscription {
+    pub id: String,
+    /// Its record in the limit store (`mlgate/s/<id>`), built once here.
+    pub record_key: String,
+    pub product: u32,
+    pub state: SubscriptionState,
+    /// Start of the quota periods, milliseconds since the Unix epoch.
+    pub start_ms: u64,
+}
+
+/// APIM's `rate-limit` / `rate-limit-by-key`: `calls` per sliding window of `period_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Names this limit's state inside records: `p:<product>`, `a:<api>`, `o:<api>/<op>`.
+    pub id: String,
+    pub calls: u32,
+    pub period_ms: u64,
+    pub counter: Counter,
+    /// Lower-case response header names, as configured.
+    pub remaining_calls_header: Option<String>,
+    pub total_calls_header: Option<String>,
+    pub retry_after_header: Option<String>,
+}
+
+/// What a rate limit counts per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counter {
+    /// Per subscription (APIM's `rate-limit`).
+    Subscription,
+    /// Per downstream address, as Envoy established it.
+    Ip,
+    /// Per value of a request header (lower-case name).
+    Header(String),
+}
+
+/// APIM's `quota`: calls and/or bytes per fixed period from the subscription's start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub calls: Option<u64>,
+    pub bandwidth_bytes: Option<u64>,
+    pub period_ms: u64,
+}
+
+impl Gateway {
+    /// The credential for a workspace/service pair: the most specific entry wins.
+    pub fn credential<'a>(api: &'a Api, workspace: &[u8], service: &[u8]) -> Option<&'a Credential> {
+        let mut best: Option<&Credential> = None;
+        for c in &api.credentials {
+            let ws_ok = c.workspace.as_deref().is_none_or(|w| w.as_bytes() == workspace);
+            let svc_ok = c.service.as_deref().is_none_or(|s| s.as_bytes() == service);
+            if ws_ok && svc_ok && best.is_none_or(|b| c.specificity() > b.specificity()) {
+                best = Some(c);
+            }
+        }
+        best
+    }
+}
+
+/// The usage slots, by the model's names.
+impl Gateway {
+    /// The usage slot a call counts in.
+    pub fn usage_slot(&self, m: &crate::usage::Matched) -> Option<u32> {
+        let product = m.sub.and_then(|s| self.subscriptions.get(s as usize)).map(|s| s.product);
+        self.usage.slot(m, product)
+    }
+
+    /// `api=.=…;.;operation=.=…;.;product=.=…;.;subscription=.=…;.;` for the labels the slot has,
+    /// ids percent-encoded (configure time and rare paths only: it allocates).
+    pub fn usage_labels(&self, slot: u32) -> String {
+        let mut out = String::new();
+        let Some(s) = self.usage.get(slot) else { return out };
+        let api = s.api.and_then(|a| self.apis.get(usize::from(a)));
+        let mut push = |label: &str, value: Option<&str>| {
+            if let Some(v) = value {
+                out.push_str(label);
+                out.push_str("=.=");
+                out.extend(percent_encoding::percent_encode(v.as_bytes(), crate::usage::LABEL_VALUE));
+                out.push_str(";.;");
+            }
+        };
+        push("api", api.map(|a| a.id.as_str()));
+        push("operation", s.op.and_then(|o| api?.operations.get(usize::from(o))).map(|o| o.id.as_str()));
+        push("product", s.product.and_then(|p| self.products.get(p as usize)).map(|p| p.id.as_str()));
+        push("subscription", s.sub.and_then(|u| self.subscriptions.get(u as usize)).map(|u| u.id.as_str()));
+        out
+    }
+
+    /// Every metric of `slot` the host must define (see [`crate::usage::definitions`]).
+    pub fn usage_definitions(&self, slot: u32) -> Vec<(usize, crate::usage::Kind, String)> {
+        match self.usage.get(slot) {
+            Some(s) => crate::usage::definitions(s, &self.usage_labels(slot)),
+            None => Vec::new(),
+        }
+    }
+}

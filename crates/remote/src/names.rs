@@ -1,0 +1,17 @@
+//! The vocabulary of the descriptors both sides read and write, and the gRPC method mlgate
+//! calls. Operators running another RLS match on these strings.
+
+/// Descriptor entry keys.
+pub const KEY_LIMIT: &str = "limit";
+pub const KEY_SUBSCRIPTION: &str = "subscription";
+pub const KEY_COUNTER: &str = "counter";
+/// `limit` values of quotas (`q:<product>`) and bandwidth reports (`b:<product>`).
+pub const QUOTA_PREFIX: &str = "q:";
+pub const BANDWIDTH_PREFIX: &str = "b:";
+/// `current_limit.name` of a quota status: which part of the quota it is about.
+pub const QUOTA_CALLS: &str = "quota_calls";
+pub const QUOTA_BANDWIDTH: &str = "quota_bandwidth";
+
+/// The gRPC service and method mlgate calls.
+pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+pub const METHOD: &str = "ShouldRateLimit";

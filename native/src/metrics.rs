@@ -1,0 +1,101 @@
+//! The stats a configuration defines: one per core event (the names of the Wasm form) plus
+//! `mlgate.panics`, and the usage metrics of every slot (tables shared with the Wasm host in
+//! `mlgate-envoy`), with the values the admin reports read mirrored in the process.
+
+use super::abi::{ConfigCtx, Filter, MetricKind};
+use crate::store::ProcessStore;
+use mlgate_core::usage::{Call, Kind};
+use mlgate_core::{Events, Gateway};
+use mlgate_envoy::stats::{EventStats, SlotTable};
+use mlgate_usage::extremes::Extremes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+/// Envoy stat ids of mlgate's metrics, one per core event.
+pub(crate) struct Stats {
+    events: EventStats<usize>,
+    /// Native only: panics caught at the FFI boundary.
+    pub(crate) panics: Option<usize>,
+}
+
+impl Stats {
+    pub(crate) fn define(ctx: &ConfigCtx) -> Stats {
+        Stats {
+            events: EventStats::define(|name, gauge| ctx.define_metric(name, gauge)),
+            panics: ctx.define_metric("mlgate.panics", false),
+        }
+    }
+
+    pub(crate) fn count(&self, f: &Filter, events: &Events) {
+        self.events.count(events, |id, gauge, n| f.increment_metric(id, gauge, n));
+    }
+}
+
+/// One usage metric: Envoy's id, and for counters and gauges its value mirrored in the
+/// process, because the HTTP-filter ABI cannot read a stat back and the admin reports read
+/// them (the Wasm host asks Envoy with `proxy_get_metric`). Mirrors are shared by name, like
+/// Envoy's stats, so a reconfiguration carries the values on exactly as Envoy's do.
+pub(crate) struct Metric {
+    id: usize,
+    kind: MetricKind,
+    pub(crate) value: Option<Arc<AtomicU64>>,
+}
+
+/// Every mirror by metric name (process-wide, like Envoy's stat store).
+pub(crate) static MIRRORS: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// The usage metrics of one configuration ([`mlgate_core::usage`]): each slot's metrics, defined
+/// at configure time, and the min/max extremes.
+pub(crate) struct Usage {
+    metrics: SlotTable<Metric>,
+    /// One view of the extremes for every worker: they share memory, so one view means fewer
+    /// store round trips than one per worker (the Wasm form's VMs cannot share).
+    extremes: Mutex<Extremes>,
+}
+
+impl Usage {
+    pub(crate) fn define(gw: &Gateway, ctx: &ConfigCtx) -> Usage {
+        let mut mirrors = MIRRORS.lock().unwrap_or_else(PoisonError::into_inner);
+        let metrics = SlotTable::define(gw, |kind, name| {
+            let kind = match kind {
+                Kind::Counter => MetricKind::Counter,
+                Kind::Gauge => MetricKind::Gauge,
+                Kind::Histogram => MetricKind::Histogram,
+            };
+            let id = ctx.define(&name, kind)?;
+            let value = (kind != MetricKind::Histogram).then(|| Arc::clone(mirrors.entry(name).or_default()));
+            Some(Metric { id, kind, value })
+        });
+        Usage { metrics, extremes: Mutex::new(Extremes::new(gw.usage.len())) }
+    }
+
+    pub(crate) fn metric(&self, slot: u32, index: usize) -> Option<&Metric> {
+        self.metrics.get(slot, index)
+    }
+
+    /// Counts one finished call: up to eight updates, and the extremes (no store access
+    /// unless the call is outside what has been seen).
+    pub(crate) fn record(&self, f: &Filter, gw: &Gateway, call: &Call) {
+        self.metrics.record(
+            call,
+            |m, n| {
+                f.increment_metric(m.id, m.kind == MetricKind::Gauge, n);
+                if let Some(v) = &m.value {
+                    v.fetch_add(n, Ordering::Relaxed);
+                }
+            },
+            |m, v| f.record_histogram(m.id, v),
+        );
+        let mut ex = self.extremes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut gauge = |i: usize, v: u64| {
+            if let Some(m) = self.metric(call.slot, i) {
+                f.set_gauge(m.id, v);
+                if let Some(mirror) = &m.value {
+                    mirror.store(v, Ordering::Relaxed);
+                }
+            }
+        };
+        ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut ProcessStore, &mut gauge);
+    }
+}

@@ -1,0 +1,98 @@
+//! Bodies, response headers and the end of the stream: body sizes for the usage metrics and
+//! the bandwidth quota, the limits' response headers, and the finished call counted.
+
+use super::{abi, guard, now_ms, now_ns, stream};
+use crate::store::ProcessStore;
+use abi::Filter;
+use mlgate_core::record_bandwidth;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+/// # Safety
+/// The pointers a body hook was given (see the hooks' contract).
+unsafe fn add_body(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void, body_type: u32) {
+    guard((), || {
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
+        let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        let Some(st) = st else { return };
+        let response = body_type == abi::RECEIVED_RESPONSE_BODY;
+        // The size is asked only when the bytes count somewhere.
+        if st.acct.counts_body(response) {
+            st.acct.body(f.body_size(body_type) as u64, response);
+        }
+    })
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the pointers this hook was given, passed on unchanged.
+    unsafe { add_body(filter_envoy, filter_module, abi::RECEIVED_REQUEST_BODY) };
+    abi::CONTINUE
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the pointers this hook was given, passed on unchanged.
+    unsafe { add_body(filter_envoy, filter_module, abi::RECEIVED_RESPONSE_BODY) };
+    abi::CONTINUE
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    guard(abi::CONTINUE, || {
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
+        let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        if let Some(st) = st {
+            let upstream = st.acct.measure.as_ref().is_some_and(|m| m.upstream);
+            // The clock and `:status` are read only for a call that went upstream.
+            let (now, status) = if upstream { (now_ns(), f.header(abi::RESPONSE_HEADER, b":status")) } else { (0, None) };
+            for (k, v) in st.acct.response_started(now, status.as_deref()) {
+                f.add_header(abi::RESPONSE_HEADER, k.as_bytes(), v.as_bytes());
+            }
+        }
+        abi::CONTINUE
+    })
+}
+
+/// # Safety
+/// As `envoy_dynamic_module_on_http_filter_request_headers`.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void) {
+    guard((), || {
+        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
+        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
+        // its worker, one at a time; both are used only within this hook.
+        let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
+        let Some(st) = st else { return };
+        let config = Arc::clone(&st.config);
+        let ended = st.acct.end(now_ns());
+        if let Some(call) = ended.call {
+            config.usage.record(&f, &config.gateway, &call);
+        }
+        let Some((sub, bytes)) = ended.bandwidth else { return };
+        let events = record_bandwidth(&config.gateway, sub, bytes, now_ms(), &mut ProcessStore);
+        config.stats.count(&f, &events);
+    })
+}

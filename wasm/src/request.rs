@@ -1,0 +1,162 @@
+//! `proxy_on_request_headers`: the request as bytes, local endpoints first, then `admit`, and
+//! the `Outcome` applied (a reply, a pass-through, or the rewrite in one host call). Also the
+//! second pass of a request paused for a remote store's answer (`rls`).
+
+use super::abi::{self, CONTINUE, PAUSE};
+use super::metrics::Usage;
+use super::store::SharedData;
+use super::streams::{with_stream, Stream};
+use super::{profile, rls};
+use mlgate_core::local::LocalHost;
+use mlgate_core::reply::{self, Reply};
+use mlgate_core::{export, Admission, Connection, Outcome, Request, Store};
+use mlgate_envoy::local;
+use mlgate_envoy::stream::{reply_parts, Upstream};
+
+/// The downstream connection, asked lazily.
+struct Downstream;
+
+impl Connection for Downstream {
+    fn address(&mut self) -> Option<Vec<u8>> {
+        // `source.address` is `ip:port` or `[v6]:port`, as Envoy established it (with
+        // `use_remote_address`, not from X-Forwarded-For).
+        abi::property(b"source\0address").map(mlgate_core::address_without_port)
+    }
+
+    fn is_tls(&mut self) -> bool {
+        abi::property(b"connection\0tls_version").is_some_and(|v| !v.is_empty())
+    }
+}
+
+/// What local endpoints (portal, admin) read from the host: shared data, which they only
+/// read, and metrics.
+struct LocalAbi<'u> {
+    store: SharedData,
+    usage: Option<&'u Usage>,
+}
+
+impl LocalHost for LocalAbi<'_> {
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+
+    fn metric(&mut self, slot: u32, index: usize) -> Option<u64> {
+        abi::get_metric(self.usage?.id(slot, index)?)
+    }
+}
+
+fn send_reply(r: &Reply) {
+    let (headers, body) = reply_parts(r);
+    abi::send_local_response(r.status, &headers, body);
+}
+
+/// Sends mlgate's own reply; a measured call takes its status and body size from it.
+fn reply(st: &mut Stream, r: &Reply) {
+    send_reply(r);
+    st.acct.replied(r);
+}
+
+#[no_mangle]
+pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+    let _p = profile::callback(profile::Cb::RequestHeaders);
+    with_stream(id, |st| on_request_headers(id, st)).unwrap_or(CONTINUE)
+}
+
+pub(crate) fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
+    let Some(gw) = st.gateway.clone() else {
+        send_reply(&reply::internal_error());
+        return PAUSE;
+    };
+    let Some(buf) = abi::header_map(abi::REQUEST_HEADERS) else {
+        send_reply(&reply::internal_error());
+        return PAUSE;
+    };
+    let headers = abi::parse_header_map(&buf);
+    let req = Request::from_headers(&headers);
+    #[cfg(feature = "fault-injection")]
+    if req.header(b"x-mlgate-fault") == Some(b"trap") {
+        // Test builds only: a Wasm runtime error, to exercise Envoy's failure_policy.
+        core::arch::wasm32::unreachable();
+    }
+    // One clock reading: the decision's time and the start of the call's apiTime.
+    let now_ns = abi::now_ns();
+    let now_ms = now_ns / 1_000_000;
+    let start_ns = *st.started_ns.get_or_insert(now_ns);
+    // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
+    // any in the configuration this is the one check the request pays.
+    if local::any(&gw) {
+        if let Some(r) = local::serve(&gw, &req, now_ms, &mut LocalAbi { store: SharedData, usage: st.usage.as_deref() }) {
+            send_reply(&r);
+            return PAUSE;
+        }
+    }
+    let Some(Admission { outcome, events }) = rls::admit(id, &gw, &req, now_ms, &mut Downstream, &mut SharedData) else {
+        // Asked a remote store: paused until its answer (or the timeout) comes.
+        return PAUSE;
+    };
+    if let Some(s) = &st.stats {
+        s.count(&events);
+    }
+    st.acct.judged(events.usage, start_ns);
+    match outcome {
+        Outcome::Reply(r) => {
+            // The access log's record of a refusal: what it was matched to.
+            for (name, value) in export::refused(&gw, &events.matched, gw.settings.export_metadata) {
+                abi::set_property(name, value.as_bytes());
+            }
+            reply(st, &r);
+            PAUSE
+        }
+        Outcome::PassThrough { strip } => {
+            for name in strip.iter().flatten() {
+                abi::remove_header(abi::REQUEST_HEADERS, name);
+            }
+            CONTINUE
+        }
+        Outcome::Forward(fwd) => {
+            // One host call for the whole rewrite (each crossing costs more than the planning).
+            let mut upstream = Vec::with_capacity(headers.len() + 3);
+            fwd.upstream_headers(&gw, &req, &mut upstream);
+            if !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
+                // Never forward a request whose key and credentials were not rewritten.
+                reply(st, &reply::internal_error());
+                return PAUSE;
+            }
+            for (name, value) in export::properties(gw.settings.export_metadata, &fwd.identity) {
+                abi::set_property(name, value.as_bytes());
+            }
+            st.acct.went_upstream(Upstream::of(&gw, &fwd));
+            CONTINUE
+        }
+    }
+}
+
+/// An answer arrived: the waiting stream (if any) becomes the effective context, is judged
+/// again with the answer by the same `proxy_on_request_headers`, and resumes if it goes
+/// upstream (a local reply has ended it already).
+fn resume(token: u32, answer: Result<Vec<u8>, u32>) {
+    let Some(stream) = rls::on_answer(token, answer, &mut SharedData) else { return };
+    if !abi::set_effective_context(stream) {
+        rls::forget(stream);
+        return;
+    }
+    let verdict = with_stream(stream, |st| on_request_headers(stream, st));
+    rls::unwait(stream);
+    if verdict == Some(CONTINUE) {
+        abi::continue_request();
+    }
+}
+
+/// A call's response message (a unary call's only success callback).
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_receive(_root: u32, token: u32, size: usize) {
+    let _p = profile::callback(profile::Cb::GrpcReceive);
+    resume(token, Ok(abi::buffer(abi::GRPC_RECEIVE_BUFFER, size).unwrap_or_default()));
+}
+
+/// A call failed (its gRPC status: 4 deadline exceeded, 14 unavailable, ...).
+#[no_mangle]
+pub extern "C" fn proxy_on_grpc_close(_root: u32, token: u32, status: u32) {
+    let _p = profile::callback(profile::Cb::GrpcClose);
+    resume(token, Err(status));
+}
