@@ -48,6 +48,9 @@ PROFILE_WASM = WASM.parent / "mlgate-profile.wasm"
 EMPTY_PROFILE_WASM = EMPTY_WASM.parent / "empty_filter_profile.wasm"
 
 
+# The size budget of the release .wasm, as README "Size budget" states it (KB = 1000 bytes).
+WASM_BUDGET_KB = 350
+
 def median_ci(xs: list[float]) -> tuple[float, float, float]:
     """The median and a distribution-free interval of at least 95% for it: order statistics
     k and n-1-k, with k the largest index whose binomial coverage is still >= 0.95 (n = 9:
@@ -350,7 +353,7 @@ def main():
         ("100,000 subscriptions cost no more than 1", scale[100000]["cpu_us_per_req"] <= scale[1]["cpu_us_per_req"] + noise,
          f"{scale[100000]['cpu_us_per_req']:.2f} vs {scale[1]['cpu_us_per_req']:.2f} us (noise {noise:.2f})"),
         ("core decision < 1 us natively", decision_ns is not None and decision_ns < 1000, f"{fmt(decision_ns, 0)} ns"),
-        ("release .wasm < 300 KB", wasm_kb < 300, f"{wasm_kb:.1f} KB"),
+        (f"release .wasm < {WASM_BUDGET_KB} KB", wasm_kb < WASM_BUDGET_KB, f"{wasm_kb:.1f} KB"),
     ]
     # mlgate-native (issue 14): near no-filter speed.
     nat = summary["mlgate-native"]
