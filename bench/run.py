@@ -51,6 +51,7 @@ EMPTY_PROFILE_WASM = EMPTY_WASM.parent / "empty_filter_profile.wasm"
 # The size budget of the release .wasm, as README "Size budget" states it (KB = 1000 bytes).
 WASM_BUDGET_KB = 350
 
+
 def median_ci(xs: list[float]) -> tuple[float, float, float]:
     """The median and a distribution-free interval of at least 95% for it: order statistics
     k and n-1-k, with k the largest index whose binomial coverage is still >= 0.95 (n = 9:
