@@ -6,7 +6,7 @@ use crate::blob;
 use crate::clock::{iso8601, now_iso};
 use crate::errors::{aml_error, bad_argument, job_not_found, jobs_full};
 use crate::jobs::{Job, JobStatus};
-use crate::request::{check_scope, parse_json, read_body};
+use crate::request::{check_scope, json_request};
 use crate::score::hash_csv;
 use crate::state::{lock, App, Shared};
 use axum::body::Body;
@@ -43,14 +43,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = check_scope(&app, &ws, &svc, &q) {
-        return r;
-    }
-    let body = match read_body(&headers, body, app.opts.max_body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req = match parse_json(&body) {
+    let req = match json_request(&app, &ws, &svc, &q, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -53,6 +53,21 @@ pub async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Resul
     Ok(Bytes::from(data))
 }
 
-pub fn parse_json(body: &Bytes) -> Result<Value, Response> {
+fn parse_json(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|_| bad_argument("InputParseError", "The request body is not valid JSON."))
+}
+
+/// What a call with a JSON body goes through first: the scope and api-version, the body read
+/// within its bound, and parsed.
+pub async fn json_request(
+    app: &App,
+    ws: &str,
+    svc: &str,
+    query: &Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, Response> {
+    check_scope(app, ws, svc, query)?;
+    let body = read_body(headers, body, app.opts.max_body).await?;
+    parse_json(&body)
 }

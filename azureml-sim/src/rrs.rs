@@ -1,7 +1,7 @@
 //! RRS, the request-response service: `POST …/execute` scores the rows of `input1` at once.
 
 use crate::errors::bad_argument;
-use crate::request::{check_scope, parse_json, read_body};
+use crate::request::json_request;
 use crate::score::score_table;
 use crate::state::Shared;
 use axum::body::Body;
@@ -18,14 +18,7 @@ pub async fn execute(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(r) = check_scope(&app, &ws, &svc, &q) {
-        return r;
-    }
-    let body = match read_body(&headers, body, app.opts.max_body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let req = match parse_json(&body) {
+    let req = match json_request(&app, &ws, &svc, &q, &headers, body).await {
         Ok(v) => v,
         Err(r) => return r,
     };
