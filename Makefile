@@ -51,6 +51,11 @@ $(WBG_RUNNER): Cargo.lock
 	  if [ -x $(WBG_RUNNER) ] && $(WBG_RUNNER) --version 2>/dev/null | grep -q " $$v"; then touch $(WBG_RUNNER); \
 	  else echo "installing wasm-bindgen-cli $$v"; cargo install -q --root $(TOOLS) wasm-bindgen-cli --version $$v; fi
 
+# The size budget of the release .wasm after wasm-opt, in KB of 1000 bytes: the one place it is
+# stated. `make build` refuses a larger one (so a build that lost .cargo/config.toml's size flags,
+# e.g. under a RUSTFLAGS that replaces them, fails instead of shipping); `make bench` reports it.
+WASM_BUDGET_KB := 350
+
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
 
 .PHONY: wasm-opt
@@ -70,6 +75,8 @@ deps: rust-targets wasm-opt $(VENV)/.ok $(AZURITE)
 build: rust-targets wasm-opt
 	cargo build --release --target wasm32-wasip1 -p mlgate
 	wasm-opt $(WASM_OPT_FLAGS) target/wasm32-wasip1/release/deps/mlgate.wasm -o $(WASM).tmp && mv $(WASM).tmp $(WASM)
+	@size=$$(stat -c %s $(WASM)); [ $$size -le $$(( $(WASM_BUDGET_KB) * 1000 )) ] || \
+	  { echo "$(WASM) is $$size bytes, over its $(WASM_BUDGET_KB) KB budget (a wasm32 build without .cargo/config.toml's -Copt-level=z?)"; exit 1; }
 	cargo build --release -p azureml-sim
 
 # The same filter with `fault-injection`: `x-mlgate-fault: trap` traps the VM, so the e2e tests
@@ -163,8 +170,8 @@ test-e2e: oci cli
 # The artefact crate `mlgate` (filter/) built natively *is* the module: `cargo build --release -p
 # mlgate` writes target/release/libmlgate.so, the name Envoy looks up for
 # `dynamic_module_config: {name: mlgate}` (the release profile unwinds natively, so every hook
-# catches a panic at the FFI boundary). The variants below are copied aside (cp + mv: a running
-# Envoy keeps its mapped copy) and built before `native`, which then re-links the shipped module.
+# catches a panic at the FFI boundary). The test and bench variants below are copied to their own
+# names (cp + mv: a running Envoy keeps its mapped copy).
 NATIVE_SO       := target/release/libmlgate.so
 NATIVE_FAULT_SO := target/release/libmlgate_fault.so
 .PHONY: native native-fault native-empty
@@ -174,16 +181,18 @@ native:
 	cargo build --release -p mlgate
 
 # `fault-injection` (`x-mlgate-fault: panic` panics in the request hook), for the e2e tests only,
-# loaded as `mlgate_fault`. Never shipped.
+# loaded as `mlgate_fault`. Never shipped. The variants build in a target directory of their own,
+# so the shipped module's path never holds one of them, even for a moment.
+VARIANT_DIR := target/variants
 native-fault:
-	cargo build --release -p mlgate --features fault-injection
-	@cp $(NATIVE_SO) $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
+	cargo build --release -p mlgate --features fault-injection --target-dir $(VARIANT_DIR)/fault
+	@mkdir -p target/release && cp $(VARIANT_DIR)/fault/release/libmlgate.so $(NATIVE_FAULT_SO).tmp && mv $(NATIVE_FAULT_SO).tmp $(NATIVE_FAULT_SO)
 
 # `empty-module` (the request hook returns at once): the benchmark's floor of the dynamic-module
 # boundary, loaded as `mlgate_empty`. Never shipped.
 native-empty:
-	cargo build --release -p mlgate --features empty-module
-	@cp $(NATIVE_SO) target/release/libmlgate_empty.so.tmp && mv target/release/libmlgate_empty.so.tmp target/release/libmlgate_empty.so
+	cargo build --release -p mlgate --features empty-module --target-dir $(VARIANT_DIR)/empty
+	@mkdir -p target/release && cp $(VARIANT_DIR)/empty/release/libmlgate.so target/release/libmlgate_empty.so.tmp && mv target/release/libmlgate_empty.so.tmp target/release/libmlgate_empty.so
 
 test-e2e: native-fault native
 run: native

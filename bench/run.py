@@ -48,8 +48,9 @@ PROFILE_WASM = WASM.parent / "mlgate-profile.wasm"
 EMPTY_PROFILE_WASM = EMPTY_WASM.parent / "empty_filter_profile.wasm"
 
 
-# The size budget of the release .wasm, as README "Size budget" states it (KB = 1000 bytes).
-WASM_BUDGET_KB = 350
+# The size budget of the release .wasm (KB = 1000 bytes): the Makefile's WASM_BUDGET_KB, the one
+# place it is stated (`make build` refuses a larger .wasm).
+WASM_BUDGET_KB = int(re.search(r"^WASM_BUDGET_KB := (\d+)", (ROOT / "Makefile").read_text(), re.M).group(1))
 
 
 def median_ci(xs: list[float]) -> tuple[float, float, float]:
@@ -126,7 +127,7 @@ def scale_config(n_subs: int) -> tuple[list, list, None]:
 # --------------------------------------------------------------------------------------------
 
 def micro() -> dict:
-    out = subprocess.run(["cargo", "bench", "-q", "-p", "mlgate", "--bench", "core", "--", "--noplot"],
+    out = subprocess.run(["cargo", "bench", "-q", "-p", "mlgate-core", "--bench", "core", "--", "--noplot"],
                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit("cargo bench failed:\n" + out.stdout[-3000:] + out.stderr[-3000:])

@@ -15,7 +15,7 @@
 //!     filter_config: {"@type": type.googleapis.com/google.protobuf.StringValue, value: "<the JSON>"}
 //! ```
 //! finding `libmlgate.so` on `ENVOY_DYNAMIC_MODULES_SEARCH_PATH`. Envoy hands `filter_config`'s
-//! string to [`envoy_dynamic_module_on_http_filter_config_new`] as the bytes of the JSON, the
+//! string to `envoy_dynamic_module_on_http_filter_config_new` as the bytes of the JSON, the
 //! same configuration the Wasm plugin takes.
 //!
 //! **Naming.** The package is `mlgate-native`, an rlib; the artefact crate `mlgate` (filter/)
@@ -28,11 +28,12 @@
 //! | `request.rs` | the request headers: local endpoints, `admit`, the `Outcome` as header edits |
 //! | `response.rs` | bodies, response headers, the end of the stream |
 //! | `metrics.rs` | the stats of events and usage slots, with in-process mirrors for the reports |
+//! | `state.rs` | what a configuration and a stream keep; the clocks and the panic guard |
 //! | `store.rs` | the process-wide limit table |
 //! | `idle.rs` | hooks with no work (Envoy refuses a module without them) |
 //!
 //! **The ABI** ([`abi`]) is declared by hand, only the callbacks used, each checked against the
-//! 1.40 binary and by an e2e test (see `abi.rs`). [`envoy_dynamic_module_on_program_init`]
+//! 1.40 binary and by an e2e test (see `abi.rs`). `envoy_dynamic_module_on_program_init`
 //! returns `v0.2.0`, the ABI 1.40 implements, after checking that the Envoy it was loaded into
 //! is 1.40.0 (the ABI cannot say; the executable can): in another Envoy it refuses to load.
 //!
@@ -53,60 +54,10 @@ mod metrics;
 mod program;
 mod request;
 mod response;
+mod state;
 pub mod store;
 
 #[cfg(test)]
 mod tests;
 
 pub use program::{ABI_VERSION, ENVOY_BUILD, ENVOY_VERSION, UNPINNED_ENV};
-
-use metrics::{Stats, Usage};
-use mlgate_core::Gateway;
-use mlgate_envoy::stream::Accounting;
-use std::ffi::c_void;
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, LazyLock};
-use std::time::Instant;
-
-/// A filter configuration (one per `filter_config`), shared by every worker's streams.
-struct Config {
-    gateway: Gateway,
-    stats: Stats,
-    usage: Usage,
-}
-
-/// One HTTP stream.
-struct Stream {
-    config: Arc<Config>,
-    /// The usage measure, bandwidth and response headers (shared with the Wasm host).
-    acct: Accounting,
-    /// A local reply was sent (never send a second one, even after a panic).
-    replied: bool,
-}
-
-/// Nanoseconds of a monotonic clock (from the module's first reading): the stream accounting's
-/// times.
-fn now_ns() -> u64 {
-    static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-    u64::try_from(EPOCH.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Runs a hook body; a panic is caught here, at the FFI boundary, and becomes `fallback`.
-fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
-}
-
-/// The stream behind a module pointer.
-///
-/// # Safety
-/// `ptr` is a pointer [`envoy_dynamic_module_on_http_filter_new`] returned and Envoy has not
-/// destroyed yet; Envoy calls one filter's hooks on one worker thread, one at a time, so this
-/// is the only reference while the hook runs.
-unsafe fn stream<'a>(ptr: *const c_void) -> Option<&'a mut Stream> {
-    // SAFETY: per the contract above; null (never returned by filter_new) is `None`.
-    unsafe { ptr.cast_mut().cast::<Stream>().as_mut() }
-}

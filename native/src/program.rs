@@ -2,7 +2,8 @@
 //! [`Config`], and each stream's filter created and destroyed.
 
 use super::metrics::{Stats, Usage};
-use super::{abi, guard, store, Config, Stream};
+use crate::state::{guard, Config, Stream};
+use crate::{abi, store};
 use abi::ConfigCtx;
 use mlgate_core::{Gateway, LimitsStore, ProcessEnv};
 use std::ffi::{c_char, c_void, CStr};

@@ -2,13 +2,14 @@
 //! `Outcome` applied as header edits (the ABI sets one name at a time).
 
 use super::metrics::Usage;
-use super::{abi, guard, now_ms, now_ns, stream, Config, Stream};
+use crate::abi;
+use crate::state::{guard, now_ms, now_ns, stream, Config, Stream};
 use crate::store::ProcessStore;
 use abi::Filter;
 use mlgate_core::local::LocalHost;
 use mlgate_core::{admit, export, Admission, Connection, Outcome, Reply, Request, Store};
 use mlgate_envoy::local;
-use mlgate_envoy::stream::{reply_parts, Upstream};
+use mlgate_envoy::stream::{reply_parts, Forwarded};
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -53,11 +54,6 @@ impl LocalHost for NativeLocal<'_> {
     }
 }
 
-/// When the gateway could not judge or rewrite a request: never forward it.
-fn internal_error() -> Reply {
-    Reply::json(500, "Internal server error")
-}
-
 /// A panic on the request path: the request was not judged, so it is refused whatever
 /// `failure_mode` says (that setting waives the limits, never the key check or the rewrite).
 fn panic_reply() -> Reply {
@@ -76,7 +72,7 @@ enum Plan<'g> {
         edits: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
         exports: Vec<(&'static str, String)>,
         /// Applied to the stream's accounting once the edits went through.
-        upstream: Upstream,
+        upstream: Forwarded,
     },
 }
 
@@ -126,7 +122,7 @@ fn on_request_headers(f: &mut Filter, st: &mut Stream) -> u32 {
     let gw = &config.gateway;
     let plan = {
         let Some(headers) = f.headers(abi::REQUEST_HEADER) else {
-            send_reply(f, st, &internal_error());
+            send_reply(f, st, &mlgate_core::reply::internal_error());
             return abi::STOP_ITERATION;
         };
         let req = Request::from_headers(&headers);
@@ -183,7 +179,7 @@ fn judge<'g>(
                     .map(|e| (e.name.to_ascii_lowercase(), e.values.into_iter().map(<[u8]>::to_vec).collect()))
                     .collect(),
                 exports: export::properties(gw.settings.export_metadata, &fwd.identity),
-                upstream: Upstream::of(gw, &fwd),
+                upstream: Forwarded::of(gw, &fwd),
             }
         }
     }
@@ -228,7 +224,7 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
             }
             if !ok {
                 // Never forward a request whose key and credentials were not rewritten.
-                send_reply(f, st, &internal_error());
+                send_reply(f, st, &mlgate_core::reply::internal_error());
                 return abi::STOP_ITERATION;
             }
             // The route is chosen again for the rewritten :authority and :path (as the Wasm

@@ -1,7 +1,8 @@
 //! Bodies, response headers and the end of the stream: body sizes for the usage metrics and
 //! the bandwidth quota, the limits' response headers, and the finished call counted.
 
-use super::{abi, guard, now_ms, now_ns, stream};
+use crate::abi;
+use crate::state::{guard, now_ms, now_ns, stream};
 use crate::store::ProcessStore;
 use abi::Filter;
 use mlgate_core::record_bandwidth;
@@ -87,7 +88,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(fil
         let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         let Some(st) = st else { return };
         let config = Arc::clone(&st.config);
-        let ended = st.acct.end(now_ns());
+        // The clock is read only for a measured call (the bandwidth has its own reading).
+        let now = if st.acct.measure.is_some() { now_ns() } else { 0 };
+        let ended = st.acct.end(now);
         if let Some(call) = ended.call {
             config.usage.record(&f, &config.gateway, &call);
         }

@@ -10,7 +10,7 @@ use crate::request::*;
 use crate::response::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::CStr;
+use std::ffi::{c_void, CStr};
 use std::sync::atomic::Ordering;
 
 type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
@@ -526,7 +526,7 @@ fn usage_counts_a_forwarded_call_by_its_backend_status() {
 /// fake Envoy above, whose callbacks are cheap but not free), with the benchmark's
 /// configuration (1,000 subscriptions, a rate limit and a quota, keys rotating). What `make
 /// bench` measures beyond this is Envoy's side of the callbacks. Run:
-/// `cargo test --profile native -p mlgate-native -- --ignored --nocapture own_cost`.
+/// `cargo test --release -p mlgate-native -- --ignored --nocapture own_cost`.
 #[test]
 #[ignore]
 fn own_cost_per_forwarded_request() {

@@ -26,8 +26,8 @@ def pytest_sessionstart(session):
         raise pytest.UsageError(f"build first (make test does): missing {missing}")
     if "native" in FORMS:
         if not is_native_module(NATIVE_MODULE):
-            raise pytest.UsageError(f"{NATIVE_MODULE} is not mlgate-native's module (a fault or empty build "
-                                    f"overwrote it?): `make native` builds it again")
+            raise pytest.UsageError(f"{NATIVE_MODULE} is not mlgate-native's module (no hook symbols; "
+                                    f"a stale or foreign file?): `make native` builds it")
         check_pinned_envoy()
 
 

@@ -36,6 +36,51 @@ def rust_modules(src: Path) -> dict[str, Path]:
     return mods
 
 
+def expand(text: str) -> list[str]:
+    """Every `crate::…` / `super::…` path in `text`, with brace groups expanded:
+    `super::{abi, guard, store::X}` is `super::abi`, `super::guard`, `super::store::X`."""
+    out = []
+    for m in re.finditer(r"\b(?:crate|super)(?:::(?:super|\w+))*(?:::\{)?", text):
+        head = m.group(0)
+        # `pub(crate)`, `pub(super)`, `pub(in …)`: visibility, not an import.
+        if re.search(r"pub\(\s*(in\s+)?$", text[max(0, m.start() - 8):m.start()]):
+            continue
+        if not head.endswith("{"):
+            out.append(head)
+            continue
+        # The brace group, nesting included.
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        inner = text[m.end():i - 1]
+        prefix = head[:-3]
+        parts, depth, cur = [], 0, ""
+        for ch in inner:
+            if ch == "," and depth == 0:
+                parts.append(cur)
+                cur = ""
+                continue
+            depth += {"{": 1, "}": -1}.get(ch, 0)
+            cur += ch
+        parts.append(cur)
+        for part in parts:
+            part = part.strip().split(" as ")[0].strip()
+            if not part or part == "self":
+                out.append(prefix)
+            elif "{" in part:
+                out.extend(prefix + "::" + p for p in expand_group(part))
+            else:
+                out.append(prefix + "::" + part)
+    return out
+
+
+def expand_group(part: str) -> list[str]:
+    """`store::{A, B}` -> `store::A`, `store::B` (one level is all a `use` here nests)."""
+    head, _, rest = part.partition("::{")
+    return [head + "::" + x.strip() if x.strip() not in ("", "self") else head for x in rest.rstrip("}").split(",")]
+
+
 def rust_edges(src: Path) -> dict[str, set[str]]:
     mods = rust_modules(src)
     edges: dict[str, set[str]] = {m: set() for m in mods}
@@ -44,8 +89,8 @@ def rust_edges(src: Path) -> dict[str, set[str]]:
         # `#[cfg(test)] mod tests { ... }` at the end of a file: test code, not a layer.
         text = text.split("#[cfg(test)]\nmod tests {")[0]
         here = m.split("::") if m else []
-        for path in re.findall(r"\b((?:crate|super)(?:::\{?\w+)+)", text):
-            segs = path.replace("{", "").split("::")
+        for path in expand(text):
+            segs = path.split("::")
             if segs[0] == "crate":
                 target = segs[1:]
             else:

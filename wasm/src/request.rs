@@ -11,7 +11,7 @@ use mlgate_core::local::LocalHost;
 use mlgate_core::reply::{self, Reply};
 use mlgate_core::{export, Admission, Connection, Outcome, Request, Store};
 use mlgate_envoy::local;
-use mlgate_envoy::stream::{reply_parts, Upstream};
+use mlgate_envoy::stream::{reply_parts, Forwarded};
 
 /// The downstream connection, asked lazily.
 struct Downstream;
@@ -125,7 +125,7 @@ pub(crate) fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
             for (name, value) in export::properties(gw.settings.export_metadata, &fwd.identity) {
                 abi::set_property(name, value.as_bytes());
             }
-            st.acct.went_upstream(Upstream::of(&gw, &fwd));
+            st.acct.went_upstream(Forwarded::of(&gw, &fwd));
             CONTINUE
         }
     }

@@ -35,14 +35,14 @@ pub struct Ended {
 /// What an admitted call leaves in the stream's accounting, owned (a host may take it while
 /// the request's buffers are borrowed and apply it once the rewrite went through).
 #[derive(Debug, Default)]
-pub struct Upstream {
+pub struct Forwarded {
     pub response_headers: Vec<(String, String)>,
     pub bandwidth_of: Option<u32>,
 }
 
-impl Upstream {
-    pub fn of(gw: &Gateway, fwd: &Forward<'_, '_>) -> Upstream {
-        Upstream { response_headers: fwd.response_headers(gw), bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index) }
+impl Forwarded {
+    pub fn of(gw: &Gateway, fwd: &Forward<'_, '_>) -> Forwarded {
+        Forwarded { response_headers: fwd.response_headers(gw), bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index) }
     }
 }
 
@@ -73,7 +73,7 @@ impl Accounting {
     }
 
     /// The call went upstream: its response is the backend's, with the limits' headers added.
-    pub fn went_upstream(&mut self, up: Upstream) {
+    pub fn went_upstream(&mut self, up: Forwarded) {
         if let Some(m) = self.measure.as_mut() {
             m.upstream = true;
         }

@@ -576,6 +576,6 @@ fn compressed_assets_are_the_current_sources() {
         let out = child.wait_with_output().unwrap();
         writer.join().unwrap().unwrap();
         assert!(out.status.success());
-        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in src/portal/assets is stale: run `make portal-assets`");
+        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in crates/portal/src/assets is stale: run `make portal-assets`");
     }
 }

@@ -629,7 +629,7 @@ fn compressed_dashboard_assets_are_the_current_sources() {
         let out = child.wait_with_output().unwrap();
         writer.join().unwrap().unwrap();
         assert!(out.status.success());
-        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in src/admin/assets is stale: run `make admin-assets`");
+        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in crates/admin/src/assets is stale: run `make admin-assets`");
     }
 }
 

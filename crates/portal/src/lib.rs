@@ -1,11 +1,8 @@
 //! mlgate-portal: the developer portal, a local endpoint (answered by the gateway itself, never
-//! forwarded, never counted): pages, the API catalog, the OpenAPI export ([`openapi()`]) and
-//! "My subscription" from the limit records.
+//! forwarded, never counted), under `portal.path` (APIM's developer portal, for the APIs this
+//! gateway fronts). May depend on: mlgate-core.
 //!
-//! May depend on: mlgate-core.
-//!
-//! The developer portal, served by the gateway itself under `portal.path` (APIM's developer
-//! portal, for the APIs this gateway fronts): one static page with its script and style sheet
+//! The portal is: one static page with its script and style sheet
 //! (hand-written, embedded in the `.wasm`), and the JSON they read, generated from the live
 //! model on each request:
 //!

@@ -4,12 +4,12 @@
 //!
 //! May depend on: mlgate-core (the limit plan and verdicts, `limits_store` settings).
 //!
-//! Fleet-wide limits: the limits of every Envoy counted in one remote store, reached over
+//! Fleet-wide limits are the limits of every Envoy counted in one remote store, reached over
 //! Envoy's rate limit service protocol (`envoy.service.ratelimit.v3.RateLimitService/
 //! ShouldRateLimit`). `mlgate-rls` is that store: it resolves the descriptors against the
 //! same configuration and decides with the same `limits` code over Redis.
 //!
-//! - `limits_store` (`"shared_data"` or `{"rls": {...}}`) is configuration: `mlgate_core::config::limits_store`.
+//! - `limits_store` (`"shared_data"` or `{"rls": {...}}`) is configuration, in the core.
 //! - [`wire`]: the hand-written protobuf of `RateLimitRequest` / `RateLimitResponse`.
 //! - [`client`]: the filter's side: descriptors, the answer as a verdict, `on_failure`.
 //! - [`breaker`]: the circuit breaker.

@@ -48,8 +48,8 @@ def native_env(directory: Path = NATIVE_DIR) -> dict[str, str]:
 
 
 def is_native_module(path: Path) -> bool:
-    """Whether `path` is mlgate-native's module, not some other libmlgate.so (a native build of
-    the core crate writes a hook-less one of that name; `make native` always copies over it)."""
+    """Whether `path` is mlgate-native's module (its hooks are there), not a stale or foreign
+    file of that name. The test and bench variants are built elsewhere (see the Makefile)."""
     try:
         return b"envoy_dynamic_module_on_http_filter_request_headers" in path.read_bytes()
     except OSError:

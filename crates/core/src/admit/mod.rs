@@ -38,7 +38,7 @@ pub fn admit<'g, 'r>(
 }
 
 /// Where a request's limits are decided: over a [`Store`] here ([`LocalLimits`]), or by a
-/// remote store (`crate::rls`), which answers later.
+/// remote store (the Wasm host's `rls.rs` over `mlgate-remote`), which answers later.
 pub trait Limits {
     /// The verdict on `plan`, or `None` while it is being decided elsewhere (the host pauses
     /// the request, and judges it again with the answer).

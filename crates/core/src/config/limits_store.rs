@@ -1,6 +1,7 @@
-//! `limits_store` as the operator writes it, compiled into the model's [`LimitsStore`]: where limits are counted. Absent or `"shared_data"`: in this Envoy's
-//! shared data. `{"rls": {...}}`: in a remote store reached over Envoy's rate limit service
-//! protocol (`mlgate-rls`, or any RLS v3 implementation).
+//! `limits_store` as the operator writes it, compiled into the model's [`LimitsStore`]: where
+//! limits are counted. Absent or `"shared_data"`: in this Envoy's shared data. `{"rls": {...}}`:
+//! in a remote store reached over Envoy's rate limit service protocol (`mlgate-rls`, or any RLS
+//! v3 implementation).
 
 use super::common::ConfigError;
 use crate::model::{LimitsStore, OnFailure, RlsSettings};

@@ -7,7 +7,7 @@
 mod admin;
 pub mod common;
 mod compile;
-pub mod jsonpath;
+pub(crate) mod jsonpath;
 pub mod limits_store;
 mod schema;
 
