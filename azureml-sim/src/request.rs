@@ -12,13 +12,21 @@ use axum::response::Response;
 use serde_json::Value;
 
 pub async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
-    // The key is neither logged nor echoed; only its digest is compared.
-    let given = req.headers().get("authorization").map(|v| sha256(v.as_bytes()));
+    // `Bearer <key>`, the scheme in any case (RFC 9110: auth schemes are case-insensitive, and
+    // Azure takes `bearer`), one space, the key exactly. The key is neither logged nor echoed;
+    // only its digest is compared.
+    let given = req.headers().get("authorization").and_then(|v| bearer_key(v.as_bytes())).map(sha256);
     let ok = given.is_some_and(|g| ct_eq(&g, &app.key_digest));
     if !ok {
         return unauthorized();
     }
     next.run(req).await
+}
+
+/// The key of an `Authorization: Bearer <key>` value.
+fn bearer_key(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    (scheme.eq_ignore_ascii_case(b"bearer ") && !rest.is_empty()).then_some(rest)
 }
 
 pub fn check_scope(app: &App, ws: &str, svc: &str, query: &Option<String>) -> Result<(), Response> {

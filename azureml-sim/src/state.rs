@@ -27,7 +27,7 @@ pub const MAX_RUNNING_JOBS: usize = 4;
 impl App {
     pub fn new(opts: Opts, http: reqwest::Client) -> Result<App, String> {
         let allow = AllowList::new(&opts.dev_storage, &opts.allow_storage)?;
-        let key_digest = sha256(format!("Bearer {}", opts.api_key).as_bytes());
+        let key_digest = sha256(opts.api_key.as_bytes());
         let jobs = Mutex::new(Jobs::new(opts.job_ttl, opts.max_jobs));
         let running = tokio::sync::Semaphore::new(MAX_RUNNING_JOBS);
         Ok(App { opts, allow, key_digest, jobs, running, next_id: AtomicU64::new(1), http })
