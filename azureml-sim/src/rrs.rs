@@ -29,7 +29,20 @@ pub async fn execute(
         return bad_argument("MissingInput", "Input \"input1\" is required.");
     };
     match score_table(&app.opts, input1) {
-        Ok(table) => Json(json!({"Results": {"output1": {"type": "table", "value": table}}})).into_response(),
+        Ok(mut table) => {
+            // The help page: `details=true` adds the column types; without it there are none.
+            if !details(q.as_deref()) {
+                if let Some(t) = table.as_object_mut() {
+                    t.remove("ColumnTypes");
+                }
+            }
+            Json(json!({"Results": {"output1": {"type": "table", "value": table}}})).into_response()
+        }
         Err(r) => r,
     }
+}
+
+/// Whether the query asks for `details=true` (the value compared case-insensitively).
+pub fn details(query: Option<&str>) -> bool {
+    query.unwrap_or("").split('&').filter_map(|p| p.strip_prefix("details=")).any(|v| v.eq_ignore_ascii_case("true"))
 }

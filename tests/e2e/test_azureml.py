@@ -53,6 +53,15 @@ def test_rrs_returns_hashed_features(env):
     assert value["Values"] == [["This is a good day", "1", "1", "2", "2", "0", "2", "0", "1"]]
 
 
+def test_rrs_column_types_only_with_details(env):
+    """The RRS help page: `details=true` adds ColumnTypes; `details=false` answers without them."""
+    r = post(env, f"{BASE}/execute?api-version=2.0&details=false", RRS_BODY)
+    assert r.status == 200, r
+    value = r.json()["Results"]["output1"]["value"]
+    assert "ColumnTypes" not in value
+    assert value["Values"] == [["This is a good day", "1", "1", "2", "2", "0", "2", "0", "1"]]
+
+
 def test_rrs_several_rows_and_bad_input(env):
     body = {"Inputs": {"input1": {"ColumnNames": ["Col1", "Col2"], "Values": [["1", "hello world"], ["2", "a b c"]]}},
             "GlobalParameters": {}}

@@ -32,6 +32,24 @@ async fn api_key_is_checked_exactly() {
 }
 
 #[tokio::test]
+async fn column_types_only_with_details() {
+    let (_, url) = start_sim("http://127.0.0.1:1/devstoreaccount1", |_| {}).await;
+    let body = || Some(br#"{"Inputs": {"input1": {"ColumnNames": ["Col2"], "Values": [["a b"]]}}}"#.to_vec());
+    for (query, typed) in
+        [("", false), ("&details=false", false), ("&details=true", true), ("&details=True", true), ("&x=1&details=true", true)]
+    {
+        let (status, v, _) = call(Method::POST, &format!("{url}{WS}/execute?api-version=2.0{query}"), bearer(), body()).await;
+        assert_eq!(status, StatusCode::OK, "{query}");
+        let table = &v["Results"]["output1"]["value"];
+        assert_eq!(table.get("ColumnTypes").is_some(), typed, "{query}: {table}");
+        assert_eq!(table["ColumnNames"].as_array().unwrap().len(), 9, "{query}");
+    }
+    assert!(crate::rrs::details(Some("details=TRUE")));
+    assert!(!crate::rrs::details(Some("mydetails=true")));
+    assert!(!crate::rrs::details(None));
+}
+
+#[tokio::test]
 async fn request_bodies_are_capped_with_413() {
     let (_, url) = start_sim("http://127.0.0.1:1/devstoreaccount1", |o| o.max_body = 1024).await;
     let rrs = format!("{url}{WS}/execute?api-version=2.0");
