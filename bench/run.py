@@ -38,9 +38,13 @@ import mlgate_harness as mh
 from mlgate_harness import EMPTY_WASM, ENVOY, ROOT, WASM, free_port
 from mlgate_harness.native import check_pinned_envoy, native_filter
 
-from common import (CONNECTIONS, FIXED_RPS, GATEWAY_CPU, LOAD_CPUS, PIN, RESULTS, ROUNDS, SECONDS, SUBS, Proc, bootstrap,
-                    check_forwarding, h2load_inputs, key, keyless_status, measure, mlgate_config, native_chain,
-                    prefix_route, run_fixed_rate, run_wrk, upstream_config, wasm_filter, wrk_script)
+# bench/ itself, so `common` is found however this file is loaded (python bench/run.py, or by path
+# from the e2e suite).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    CONNECTIONS, FIXED_RPS, GATEWAY_CPU, LOAD_CPUS, PIN, RESULTS, ROUNDS, SECONDS, SUBS, Proc, bootstrap,
+    check_forwarding, h2load_inputs, key, keyless_status, measure, mlgate_config, native_chain,
+    prefix_route, run_fixed_rate, run_wrk, upstream_config, wasm_filter, wrk_script)
 
 # The scale rounds keep three rounds (their target compares 1 vs 100,000 subscriptions only).
 SCALE_ROUNDS = int(os.environ.get("BENCH_SCALE_ROUNDS", "3"))
