@@ -556,26 +556,3 @@ fn rfc3339_formatting_round_trips() {
         assert_eq!(mlgate_core::time::format_rfc3339(ms + 999), s);
     }
 }
-
-/// The script and style sheet are served gzip-compressed from `.gz` files next to their
-/// sources (`make build` remakes them): they must decompress to the sources as they are.
-#[cfg(not(target_arch = "wasm32"))]
-#[test]
-fn compressed_assets_are_the_current_sources() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let assets: [(&str, &[u8]); 2] = [
-        (include_str!("../../portal/src/assets/portal.js"), include_bytes!("../../portal/src/assets/portal.js.gz")),
-        (include_str!("../../portal/src/assets/portal.css"), include_bytes!("../../portal/src/assets/portal.css.gz")),
-    ];
-    for (source, gz) in assets {
-        let mut child = Command::new("gzip").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("gzip");
-        let mut stdin = child.stdin.take().unwrap();
-        let gz = gz.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&gz));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(out.status.success());
-        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in crates/portal/src/assets is stale: run `make portal-assets`");
-    }
-}

@@ -610,29 +610,6 @@ fn admin_path_must_be_its_own() {
     assert!(!any(&gateway(&demo())));
 }
 
-/// The script and style sheet are served gzip-compressed from `.gz` files next to their
-/// sources (`make admin-assets`, part of `make build`): they must decompress to the sources.
-#[cfg(not(target_arch = "wasm32"))]
-#[test]
-fn compressed_dashboard_assets_are_the_current_sources() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let assets: [(&str, &[u8]); 2] = [
-        (include_str!("../../admin/src/assets/dashboard.js"), include_bytes!("../../admin/src/assets/dashboard.js.gz")),
-        (include_str!("../../admin/src/assets/dashboard.css"), include_bytes!("../../admin/src/assets/dashboard.css.gz")),
-    ];
-    for (source, gz) in assets {
-        let mut child = Command::new("gzip").arg("-dc").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let gz = gz.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&gz));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        assert!(out.status.success());
-        assert!(String::from_utf8(out.stdout).unwrap() == source, "a .gz in crates/admin/src/assets is stale: run `make admin-assets`");
-    }
-}
-
 #[test]
 fn report_numbers_are_exact_decimals_without_float_formatting() {
     use mlgate_usage::report::thousandths;
