@@ -66,9 +66,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
         // its worker, one at a time; both are used only within this hook.
         let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
         if let Some(st) = st {
-            let upstream = st.acct.measure.as_ref().is_some_and(|m| m.upstream);
             // The clock and `:status` are read only for a call that went upstream.
-            let (now, status) = if upstream { (now_ns(), f.header(abi::RESPONSE_HEADER, b":status")) } else { (0, None) };
+            let (now, status) = if st.acct.upstream() { (now_ns(), f.header(abi::RESPONSE_HEADER, b":status")) } else { (0, None) };
             for (k, v) in st.acct.response_started(now, status.as_deref()) {
                 f.add_header(abi::RESPONSE_HEADER, k.as_bytes(), v.as_bytes());
             }

@@ -69,16 +69,11 @@ def expand(text: str) -> list[str]:
             if not part or part == "self":
                 out.append(prefix)
             elif "{" in part:
-                out.extend(prefix + "::" + p for p in expand_group(part))
+                # A nested group (`store::{A, B}`): the same expansion, one level down.
+                out.extend(expand(prefix + "::" + part))
             else:
                 out.append(prefix + "::" + part)
     return out
-
-
-def expand_group(part: str) -> list[str]:
-    """`store::{A, B}` -> `store::A`, `store::B` (one level is all a `use` here nests)."""
-    head, _, rest = part.partition("::{")
-    return [head + "::" + x.strip() if x.strip() not in ("", "self") else head for x in rest.rstrip("}").split(",")]
 
 
 def rust_edges(src: Path) -> dict[str, set[str]]:

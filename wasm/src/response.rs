@@ -34,9 +34,9 @@ fn add_body(id: u32, size: usize, response: bool) {
 pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseHeaders);
     with_stream(id, |st| {
-        let upstream = st.acct.measure.as_ref().is_some_and(|m| m.upstream);
         // The clock and `:status` are read only for a call that went upstream.
-        let (now_ns, status) = if upstream { (abi::now_ns(), abi::header_value(abi::RESPONSE_HEADERS, ":status")) } else { (0, None) };
+        let (now_ns, status) =
+            if st.acct.upstream() { (abi::now_ns(), abi::header_value(abi::RESPONSE_HEADERS, ":status")) } else { (0, None) };
         for (k, v) in st.acct.response_started(now_ns, status.as_deref()) {
             abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
         }

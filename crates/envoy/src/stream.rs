@@ -101,6 +101,12 @@ impl Accounting {
         }
     }
 
+    /// Whether a measured call went upstream: only then does its response (status, clock)
+    /// count, so a host reads them only then.
+    pub fn upstream(&self) -> bool {
+        self.measure.as_ref().is_some_and(|m| m.upstream)
+    }
+
     /// The response headers arrived at `now_ns` with `:status` (raw bytes). For a forwarded call
     /// the backend answered (or Envoy did for it): serviceTime ends, the status is set. Returns
     /// the headers to add to the response.
