@@ -1,9 +1,12 @@
 //! azureml-sim: a local AzureML Studio (classic) web service publishing
 //! `SimpleFeatureHashingExperiment` (Select Columns in Dataset → Feature Hashing) over the
-//! real RRS and BES APIs, so mlgate can be tried and tested without Azure.
+//! real RRS and BES APIs, the same model as an Azure ML managed online endpoint (`POST /score`),
+//! and a deterministic OpenAI-compatible LLM (chat, completions, embeddings, streaming, plain
+//! and Azure OpenAI routes, with test knobs and a tally of the tokens), so mlgate can be tried
+//! and tested without Azure.
 //!
-//! `args` parses the flags and `server` serves `rrs` (execute) and `bes` (jobs) over the shared
-//! `state`; see each module for the rest.
+//! `args` parses the flags and `server` serves `rrs` (execute), `bes` (jobs), `online` (score)
+//! and `llm` (with `oai`, `sse`, `tally`) over the shared `state`; see each module for the rest.
 
 // Handlers return axum `Response`s as their error values: large, but the idiom of the framework.
 #![allow(clippy::result_large_err)]
@@ -18,11 +21,16 @@ mod errors;
 mod hashing;
 mod jobs;
 mod key;
+mod llm;
+mod oai;
+mod online;
 mod request;
 mod rrs;
 mod score;
 mod server;
+mod sse;
 mod state;
+mod tally;
 #[cfg(test)]
 mod tests;
 

@@ -12,19 +12,22 @@ use axum::response::Response;
 use serde_json::Value;
 
 pub async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
-    // `Bearer <key>`, the scheme in any case (RFC 9110: auth schemes are case-insensitive, and
-    // Azure takes `bearer`), one space, the key exactly. The key is neither logged nor echoed;
-    // only its digest is compared.
-    let given = req.headers().get("authorization").and_then(|v| bearer_key(v.as_bytes())).map(sha256);
-    let ok = given.is_some_and(|g| ct_eq(&g, &app.key_digest));
-    if !ok {
+    if !bearer_ok(&app, req.headers()) {
         return unauthorized();
     }
     next.run(req).await
 }
 
+/// `Bearer <key>`, the scheme in any case (RFC 9110: auth schemes are case-insensitive, and
+/// Azure takes `bearer`), one space, the key exactly. The key is neither logged nor echoed;
+/// only its digest is compared.
+pub fn bearer_ok(app: &App, headers: &HeaderMap) -> bool {
+    let given = headers.get("authorization").and_then(|v| bearer_key(v.as_bytes())).map(sha256);
+    given.is_some_and(|g| ct_eq(&g, &app.key_digest))
+}
+
 /// The key of an `Authorization: Bearer <key>` value.
-fn bearer_key(value: &[u8]) -> Option<&[u8]> {
+pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
     let (scheme, rest) = value.split_at_checked(7)?;
     (scheme.eq_ignore_ascii_case(b"bearer ") && !rest.is_empty()).then_some(rest)
 }

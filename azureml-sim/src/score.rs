@@ -6,7 +6,7 @@ use crate::errors::bad_argument;
 use axum::response::Response;
 use serde_json::{json, Value};
 
-fn cell_text(v: &Value) -> Option<String> {
+pub fn cell_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

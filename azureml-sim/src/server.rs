@@ -1,11 +1,15 @@
-//! The HTTP server: the routes, listening, the periodic sweep of expired jobs and graceful
+//! The HTTP server: the routes (AzureML classic, the online endpoint, the LLM), listening, the periodic sweep of expired jobs and graceful
 //! shutdown.
 
 use crate::bes::{delete, start, status, submit};
-use crate::errors::not_found;
-use crate::request::auth;
+use crate::errors::{not_found, unauthorized};
+use crate::llm::{llm_auth, routes, test_routes};
+use crate::online::score;
+use crate::request::{auth, bearer_ok};
 use crate::rrs::execute;
 use crate::state::{lock, Shared};
+use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -13,20 +17,28 @@ use axum::Router;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-async fn fallback() -> Response {
+/// Any other path: 401 without the key (as every AzureML route), else 404.
+async fn fallback(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if !bearer_ok(&app, &headers) {
+        return unauthorized();
+    }
     not_found("No such operation on this web service.")
 }
 
+/// AzureML Studio (classic) RRS and BES and the managed online endpoint's `/score`, behind
+/// `Authorization: Bearer <key>`; the OpenAI-compatible LLM behind that or `api-key: <key>`;
+/// `/sim/usage` without a key.
 pub fn router(app: Shared) -> Router {
     let svc = "/workspaces/{ws}/services/{svc}";
-    Router::new()
+    let azureml = Router::new()
         .route(&format!("{svc}/execute"), post(execute))
         .route(&format!("{svc}/jobs"), post(submit))
         .route(&format!("{svc}/jobs/{{id}}/start"), post(start))
         .route(&format!("{svc}/jobs/{{id}}"), get(status).delete(delete))
-        .fallback(fallback)
-        .layer(middleware::from_fn_with_state(Arc::clone(&app), auth))
-        .with_state(app)
+        .route("/score", post(score))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), auth));
+    let llm = routes().route_layer(middleware::from_fn_with_state(Arc::clone(&app), llm_auth));
+    Router::new().merge(azureml).merge(llm).merge(test_routes()).fallback(fallback).with_state(app)
 }
 
 async fn shutdown_signal() {

@@ -1,10 +1,11 @@
 //! The state the handlers share: options, the storage allow-list, the API key's digest, the
-//! job table and the slots for processing jobs.
+//! job table, the slots for processing jobs and the tally of the LLM calls.
 
 use crate::allow::AllowList;
 use crate::args::Opts;
 use crate::jobs::Jobs;
 use crate::key::sha256;
+use crate::tally::{Call, Tally};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,10 @@ pub struct App {
     pub running: tokio::sync::Semaphore,
     pub next_id: AtomicU64,
     pub http: reqwest::Client,
+    /// What the LLM calls reported (`GET /sim/usage`).
+    pub tally: Mutex<Tally>,
+    /// Numbers the LLM responses' ids (`chatcmpl-sim-1`, …).
+    pub next_completion: AtomicU64,
 }
 
 /// Jobs processed at once; further started jobs wait their turn.
@@ -30,7 +35,26 @@ impl App {
         let key_digest = sha256(opts.api_key.as_bytes());
         let jobs = Mutex::new(Jobs::new(opts.job_ttl, opts.max_jobs));
         let running = tokio::sync::Semaphore::new(MAX_RUNNING_JOBS);
-        Ok(App { opts, allow, key_digest, jobs, running, next_id: AtomicU64::new(1), http })
+        Ok(App {
+            opts,
+            allow,
+            key_digest,
+            jobs,
+            running,
+            next_id: AtomicU64::new(1),
+            http,
+            tally: Mutex::new(Tally::default()),
+            next_completion: AtomicU64::new(1),
+        })
+    }
+
+    pub fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        // As `lock`: a poisoned tally is still a usable tally.
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn record(&self, call: Call) {
+        self.tally().record(call);
     }
 }
 

@@ -1,11 +1,14 @@
 //! Tests of the whole server over HTTP (flags, API key, body and blob caps, storage
-//! allow-list, job table, results) and the harness they share: a blob service double and the
-//! sim on an ephemeral port.
+//! allow-list, job table, results, the online endpoint, the LLM and its streams) and the
+//! harness they share: a blob service double and the sim on an ephemeral port.
 
 mod flags;
 mod job_table;
+mod llm;
+mod online;
 mod requests;
 mod storage;
+mod streams;
 
 use crate::args::Opts;
 use crate::server::router;
@@ -89,6 +92,18 @@ async fn call(method: Method, url: &str, auth: Option<&str>, body: Option<Vec<u8
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
     let text = String::from_utf8(resp.bytes().await.unwrap().to_vec()).unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null), text)
+}
+
+/// A POST of `body` with `headers`: the status, the response headers and the body text.
+async fn post(url: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = reqwest::Client::new().post(url).header("content-type", "application/json").body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+    let h = resp.headers().clone();
+    (status, h, resp.text().await.unwrap())
 }
 
 fn bearer() -> Option<&'static str> {
