@@ -168,6 +168,8 @@ fn judge<'g>(
         // The access log's record of a refusal: what it was matched to.
         Outcome::Reply(r) => Plan::Reply(r, export::refused(gw, &events.matched, gw.settings.export_metadata)),
         Outcome::PassThrough { strip } => Plan::Strip(strip),
+        // TODO(native bodies): read the body and judge again.
+        Outcome::ReadBody => Plan::Reply(mlgate_core::reply::internal_error(), Vec::new()),
         Outcome::Forward(fwd) => {
             let mut upstream = Vec::with_capacity(headers.len() + 3);
             fwd.upstream_headers(gw, req, &mut upstream);

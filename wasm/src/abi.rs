@@ -34,6 +34,7 @@ extern "C" {
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_get_metric(id: u32, result: *mut u64) -> u32;
     fn proxy_get_header_map_value(map_type: u32, key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
+    fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
 }
 
 /// What a header or body callback returns: go on, or stop here (a reply was sent, or the
@@ -49,6 +50,9 @@ pub const CAS_MISMATCH: u32 = 8;
 
 pub const REQUEST_HEADERS: u32 = 0;
 pub const RESPONSE_HEADERS: u32 = 2;
+/// `proxy_get_buffer_bytes` / `proxy_set_buffer_bytes` buffers of the HTTP bodies.
+pub const REQUEST_BODY: u32 = 0;
+pub const RESPONSE_BODY: u32 = 1;
 const PLUGIN_CONFIGURATION: u32 = 7;
 
 pub const LOG_INFO: u32 = 2;
@@ -351,4 +355,12 @@ pub fn buffer(kind: u32, size: usize) -> Option<Vec<u8>> {
     // SAFETY: out-pointers to live locals; the returned buffer is ours (see `take`).
     let status = unsafe { proxy_get_buffer_bytes(kind, 0, size, &mut data, &mut len) };
     (status == OK).then(|| take(data, len))
+}
+
+/// Replaces the first `size` bytes of a body buffer (the whole body, when `size` is its
+/// length) with `data`.
+pub fn set_buffer(kind: u32, size: usize, data: &[u8]) -> bool {
+    let _p = super::profile::host(super::profile::Host::SetBuffer);
+    // SAFETY: `data` is a live slice, read by the host during the call.
+    unsafe { proxy_set_buffer_bytes(kind, 0, size, data.as_ptr(), data.len()) == OK }
 }

@@ -60,6 +60,7 @@ pub enum Host {
     GrpcCancel,
     SetEffectiveContext,
     ContinueStream,
+    SetBuffer,
 }
 
 #[cfg(feature = "profile")]
@@ -108,7 +109,7 @@ mod on {
         (Cb::MemoryAllocate, "memory_allocate"),
     ];
 
-    const HOSTS: [(Host, &str); 21] = [
+    const HOSTS: [(Host, &str); 22] = [
         (Host::Log, "log"),
         (Host::Clock, "get_current_time"),
         (Host::GetBuffer, "get_buffer_bytes"),
@@ -130,6 +131,7 @@ mod on {
         (Host::GrpcCancel, "grpc_cancel"),
         (Host::SetEffectiveContext, "set_effective_context"),
         (Host::ContinueStream, "continue_stream"),
+        (Host::SetBuffer, "set_buffer_bytes"),
     ];
 
     const NC: usize = CBS.len();

@@ -57,22 +57,53 @@ fn reply(st: &mut Stream, r: &Reply) {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::RequestHeaders);
-    with_stream(id, |st| on_request_headers(id, st)).unwrap_or(CONTINUE)
+    with_stream(id, |st| match on_request_headers(id, st, None) {
+        // No body will come: judge it as empty.
+        Verdict::ReadBody if end_of_stream => on_request_headers(id, st, Some(&[])).code(),
+        Verdict::ReadBody => {
+            st.reading_body = true;
+            PAUSE
+        }
+        v => v.code(),
+    })
+    .unwrap_or(CONTINUE)
 }
 
-pub(crate) fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
+/// What the request path tells the host to do.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Continue,
+    /// Stopped: a reply went out, or the request waits (for a remote store).
+    Pause,
+    /// Hold the request and judge it again with its whole body.
+    ReadBody,
+}
+
+impl Verdict {
+    pub(crate) fn code(self) -> u32 {
+        if self == Verdict::Continue {
+            CONTINUE
+        } else {
+            PAUSE
+        }
+    }
+}
+
+/// The request judged: from its headers (`body: None`), or again with its whole body.
+pub(crate) fn on_request_headers(id: u32, st: &mut Stream, body: Option<&[u8]>) -> Verdict {
     let Some(gw) = st.gateway.clone() else {
         send_reply(&reply::internal_error());
-        return PAUSE;
+        return Verdict::Pause;
     };
     let Some(buf) = abi::header_map(abi::REQUEST_HEADERS) else {
         send_reply(&reply::internal_error());
-        return PAUSE;
+        return Verdict::Pause;
     };
     let headers = abi::parse_header_map(&buf);
-    let req = Request::from_headers(&headers);
+    let mut req = Request::from_headers(&headers);
+    req.body = body;
     #[cfg(feature = "fault-injection")]
     if req.header(b"x-mlgate-fault") == Some(b"trap") {
         // Test builds only: a Wasm runtime error, to exercise Envoy's failure_policy.
@@ -87,12 +118,12 @@ pub(crate) fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
     if local::any(&gw) {
         if let Some(r) = local::serve(&gw, &req, now_ms, &mut LocalAbi { store: SharedData, usage: st.usage.as_deref() }) {
             send_reply(&r);
-            return PAUSE;
+            return Verdict::Pause;
         }
     }
     let Some(Admission { outcome, events }) = rls::admit(id, &gw, &req, now_ms, &mut Downstream, &mut SharedData) else {
         // Asked a remote store: paused until its answer (or the timeout) comes.
-        return PAUSE;
+        return Verdict::Pause;
     };
     if let Some(s) = &st.stats {
         s.count(&events);
@@ -105,28 +136,35 @@ pub(crate) fn on_request_headers(id: u32, st: &mut Stream) -> u32 {
                 abi::set_property(name, value.as_bytes());
             }
             reply(st, &r);
-            PAUSE
+            Verdict::Pause
         }
         Outcome::PassThrough { strip } => {
             for name in strip.iter().flatten() {
                 abi::remove_header(abi::REQUEST_HEADERS, name);
             }
-            CONTINUE
+            Verdict::Continue
         }
+        Outcome::ReadBody => Verdict::ReadBody,
         Outcome::Forward(fwd) => {
             // One host call for the whole rewrite (each crossing costs more than the planning).
             let mut upstream = Vec::with_capacity(headers.len() + 3);
             fwd.upstream_headers(&gw, &req, &mut upstream);
-            if !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
-                // Never forward a request whose key and credentials were not rewritten.
+            let new_body = fwd.tokens.as_ref().and_then(|t| t.body.as_deref());
+            let body_ok = match (new_body, body) {
+                (Some(b), Some(old)) => abi::set_buffer(abi::REQUEST_BODY, old.len(), b),
+                _ => true,
+            };
+            if !body_ok || !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
+                // Never forward a request whose key and credentials were not rewritten, nor
+                // one whose body lacks the bound its reservation counted on.
                 reply(st, &reply::internal_error());
-                return PAUSE;
+                return Verdict::Pause;
             }
             for (name, value) in export::properties(gw.settings.export_metadata, &fwd.identity) {
                 abi::set_property(name, value.as_bytes());
             }
             st.acct.went_upstream(Forwarded::of(&gw, &fwd));
-            CONTINUE
+            Verdict::Continue
         }
     }
 }
@@ -140,9 +178,9 @@ fn resume(token: u32, answer: Result<Vec<u8>, u32>) {
         rls::forget(stream);
         return;
     }
-    let verdict = with_stream(stream, |st| on_request_headers(stream, st));
+    let verdict = with_stream(stream, |st| on_request_headers(stream, st, None));
     rls::unwait(stream);
-    if verdict == Some(CONTINUE) {
+    if verdict == Some(Verdict::Continue) {
         abi::continue_request();
     }
 }

@@ -1,29 +1,74 @@
-//! The rest of a stream: body sizes, the response headers (the limits' headers added), and
-//! `proxy_on_log`, where the finished call is counted in the usage metrics and its body bytes
-//! against a bandwidth quota.
+//! The rest of a stream: the request body of a call that carries tokens (read whole, then
+//! judged), body sizes, the response headers (the limits' headers added), the response of a
+//! metered call read for its usage, and `proxy_on_log`, where the finished call is counted in
+//! the usage metrics, its body bytes against a bandwidth quota and its tokens settled.
 
-use super::abi::{self, CONTINUE, STOP_AND_BUFFER};
+use super::abi::{self, CONTINUE, PAUSE, STOP_AND_BUFFER};
+use super::request::on_request_headers;
 use super::store::SharedData;
-use super::streams::with_stream;
+use super::streams::{with_stream, Stream};
 use super::{profile, rls};
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::RequestBody);
-    add_body(id, size, false);
     if rls::waiting(id) {
+        add_body(id, size, false);
         // Held with the paused headers until the remote store answers.
-        STOP_AND_BUFFER
-    } else {
-        CONTINUE
+        return STOP_AND_BUFFER;
     }
+    with_stream(id, |st| {
+        if !st.reading_body {
+            st.acct.body(size as u64, false);
+            return CONTINUE;
+        }
+        read_body(id, st, size, end_of_stream)
+    })
+    .unwrap_or(CONTINUE)
+}
+
+/// A call that carries tokens: the body is held until it is whole (`size` is all of it so
+/// far), then the request is judged with it. A body past `max_request_body_bytes` is judged at
+/// once with one byte more than the limit (the core refuses it) instead of being held further.
+fn read_body(id: u32, st: &mut Stream, size: usize, end_of_stream: bool) -> u32 {
+    let max = st.gateway.as_ref().map_or(0, |g| g.settings.max_request_body_bytes as usize);
+    if size <= max && !end_of_stream {
+        return STOP_AND_BUFFER;
+    }
+    st.reading_body = false;
+    let body = abi::buffer(abi::REQUEST_BODY, size.min(max.saturating_add(1))).unwrap_or_default();
+    let verdict = on_request_headers(id, st, Some(&body));
+    st.acct.body(size as u64, false);
+    verdict.code()
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseBody);
-    add_body(id, size, true);
-    CONTINUE
+    with_stream(id, |st| {
+        if !st.acct.metering() {
+            st.acct.body(size as u64, true);
+            return CONTINUE;
+        }
+        if st.holding_response && !end_of_stream {
+            // `size` is the whole body so far; read once it ends.
+            return STOP_AND_BUFFER;
+        }
+        if let Some(chunk) = abi::buffer(abi::RESPONSE_BODY, size) {
+            st.acct.response_chunk(&chunk);
+        }
+        st.acct.body(size as u64, true);
+        if st.holding_response {
+            st.holding_response = false;
+            if let Some(gw) = st.gateway.clone() {
+                for (k, v) in st.acct.consumed_headers(&gw) {
+                    abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
+                }
+            }
+        }
+        CONTINUE
+    })
+    .unwrap_or(CONTINUE)
 }
 
 fn add_body(id: u32, size: usize, response: bool) {
@@ -31,7 +76,7 @@ fn add_body(id: u32, size: usize, response: bool) {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseHeaders);
     with_stream(id, |st| {
         // The clock and `:status` are read only for a call that went upstream.
@@ -40,8 +85,20 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_st
         for (k, v) in st.acct.response_started(now_ns, status.as_deref()) {
             abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
         }
-    });
-    CONTINUE
+        if !st.acct.metering() {
+            return CONTINUE;
+        }
+        let Some(gw) = st.gateway.clone() else { return CONTINUE };
+        let content_type = abi::header_value(abi::RESPONSE_HEADERS, "content-type");
+        let hold = st.acct.meter_response(&gw, content_type.as_deref());
+        st.holding_response = hold && !end_of_stream;
+        if st.holding_response {
+            PAUSE
+        } else {
+            CONTINUE
+        }
+    })
+    .unwrap_or(CONTINUE)
 }
 
 #[no_mangle]
@@ -54,6 +111,12 @@ pub extern "C" fn proxy_on_log(id: u32) {
         let ended = st.acct.end(now_ns);
         if let (Some(call), Some(u)) = (ended.call, st.usage.as_ref()) {
             u.record(&gw, &call);
+        }
+        if let Some((metered, usage)) = ended.tokens {
+            let events = mlgate_core::admit::tokens::settle(&gw, &metered, usage, now_ns / 1_000_000, &mut SharedData);
+            if let Some(s) = &st.stats {
+                s.count(&events);
+            }
         }
         let Some((sub, bytes)) = ended.bandwidth else { return };
         let events = rls::record_bandwidth(&gw, sub, bytes, now_ns / 1_000_000, &mut SharedData);

@@ -27,6 +27,10 @@ pub(crate) struct Stream {
     pub(crate) started_ns: Option<u64>,
     /// The usage measure, bandwidth and response headers (shared with the dynamic module).
     pub(crate) acct: Accounting,
+    /// The request is held while its body is read (an operation that carries tokens).
+    pub(crate) reading_body: bool,
+    /// The response is held until it ends (to add `tokens_consumed_header`).
+    pub(crate) holding_response: bool,
 }
 
 thread_local! {
@@ -79,7 +83,18 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
         .unwrap_or((None, None, None));
     STREAMS.with(|s| {
         if let Ok(mut m) = s.try_borrow_mut() {
-            m.insert(id, Stream { gateway, stats, usage, started_ns: None, acct: Accounting::default() });
+            m.insert(
+                id,
+                Stream {
+                    gateway,
+                    stats,
+                    usage,
+                    started_ns: None,
+                    acct: Accounting::default(),
+                    reading_body: false,
+                    holding_response: false,
+                },
+            );
         }
     });
 }

@@ -28,6 +28,7 @@ pub mod reply;
 pub mod route;
 pub mod summary;
 pub mod time;
+pub mod tokens;
 pub mod usage;
 
 #[cfg(any(test, feature = "testkit"))]

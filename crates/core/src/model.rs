@@ -52,6 +52,8 @@ pub struct Settings {
     pub counter_slots: u32,
     /// Where limits are counted: this Envoy's shared data, or a rate limit service.
     pub limits_store: LimitsStore,
+    /// The largest request body a token-metered operation reads (`max_request_body_bytes`).
+    pub max_request_body_bytes: u32,
 }
 
 /// Where limits are counted.
@@ -163,6 +165,8 @@ pub struct Api {
     pub route: Route,
     pub credentials: Vec<Credential>,
     pub rate_limit: Option<RateLimit>,
+    /// `token_limit` on the API: counted per subscription, beside the product's.
+    pub token_limit: Option<TokenLimit>,
 }
 
 /// An operation's identity and limit; its method and URL template live in the API's
@@ -172,15 +176,28 @@ pub struct Operation {
     pub name: String,
     pub description: String,
     pub rate_limit: Option<RateLimit>,
+    /// The body of this operation carries tokens (an LLM call): mlgate reads it, bounds its
+    /// tokens and meters the response's usage.
+    pub tokens: Option<TokenOp>,
+}
+
+/// The LLM operations whose bodies mlgate reads (the `openai` and `azure-openai` presets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOp {
+    Chat,
+    Completions,
+    Embeddings,
 }
 
 pub struct Credential {
     /// `None` is the `"*"` wildcard.
     pub workspace: Option<String>,
     pub service: Option<String>,
-    /// The ready `Authorization` header value: `Bearer <key>`. Never logged, never printed:
-    /// this type has no `Debug`.
-    pub authorization: String,
+    /// The header the backend key goes in, lower-case (`authorization`, or e.g. `api-key`).
+    pub header: String,
+    /// Its ready value: `Bearer <key>` for `authorization`, else the key. Never logged, never
+    /// printed: this type has no `Debug`.
+    pub value: String,
 }
 
 impl Credential {
@@ -197,6 +214,7 @@ pub struct Product {
     pub apis: Vec<u16>,
     pub rate_limit: Option<RateLimit>,
     pub quota: Option<Quota>,
+    pub token_limit: Option<TokenLimit>,
 }
 
 pub struct Subscription {
@@ -240,6 +258,39 @@ pub struct Quota {
     pub calls: Option<u64>,
     pub bandwidth_bytes: Option<u64>,
     pub period_ms: u64,
+}
+
+/// APIM's `llm-token-limit`: tokens per minute (a sliding window) and/or a token quota per
+/// calendar period, each call reserving an upper bound of its tokens at admission and settled
+/// to the backend's reported usage when its response ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenLimit {
+    /// Names this limit's segments inside records: `tp:<product>` or `ta:<api>` (the quota's
+    /// segment adds `/q`).
+    pub id: String,
+    pub quota_id: String,
+    pub tokens_per_minute: Option<u64>,
+    pub quota: Option<(u64, QuotaPeriod)>,
+    /// Reserve the prompt's bound at admission (`false`: only the completion bound is reserved
+    /// and the prompt is charged when the usage arrives, as APIM does; not exact).
+    pub estimate_prompt_tokens: bool,
+    pub default_max_completion_tokens: u64,
+    /// Lower-case response header names, as configured.
+    pub remaining_tokens_header: Option<String>,
+    pub remaining_quota_tokens_header: Option<String>,
+    pub tokens_consumed_header: Option<String>,
+    pub retry_after_header: Option<String>,
+}
+
+/// `token_quota_period`: UTC calendar units, as APIM truncates the timestamp to the unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaPeriod {
+    Hourly,
+    Daily,
+    /// ISO weeks, from Monday 00:00 UTC.
+    Weekly,
+    Monthly,
+    Yearly,
 }
 
 impl Gateway {

@@ -72,6 +72,19 @@ pub fn quota_exceeded(bandwidth: bool, retry_after_secs: u64) -> Reply {
     Reply::json(403, &msg).with_header("retry-after", retry_after_secs.to_string())
 }
 
+/// 429 from a token limit's tokens per minute: APIM's `llm-token-limit` wording (as its
+/// gateways answer; the policy reference names only the status).
+pub fn token_limited(retry_after_secs: u64, header: Option<&str>) -> Reply {
+    let msg = format!("Token limit is exceeded. Try again in {retry_after_secs} seconds.");
+    Reply::json(429, &msg).with_header(header.unwrap_or("retry-after"), retry_after_secs.to_string())
+}
+
+/// 403 from a token quota: "Token quota is exceeded. Try again in 21 minutes and 33 seconds."
+pub fn token_quota_exceeded(retry_after_secs: u64, header: Option<&str>) -> Reply {
+    let msg = format!("Token quota is exceeded. Try again in {}.", crate::time::wait_words(retry_after_secs));
+    Reply::json(403, &msg).with_header(header.unwrap_or("retry-after"), retry_after_secs.to_string())
+}
+
 /// 503 when the shared counters could not be updated and `failure_mode` is `deny`.
 pub fn limits_unavailable() -> Reply {
     Reply::json(503, "Service unavailable: rate limit state could not be updated. Try again later.")

@@ -9,3 +9,5 @@ mod gateway_tests;
 mod hostile_tests;
 mod limits_tests;
 mod time_tests;
+mod token_limits_tests;
+mod tokens_tests;

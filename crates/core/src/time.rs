@@ -87,14 +87,63 @@ pub fn timespan(total_secs: u64) -> String {
 pub fn format_rfc3339(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z / 146_097;
+    let (y, m, d) = civil_from_days(days as i64);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The UTC calendar period containing `now_ms`, as [start, end) in milliseconds: APIM's token
+/// quota periods (the timestamp truncated to the unit; weeks start on Monday).
+pub fn calendar_period(now_ms: u64, period: crate::model::QuotaPeriod) -> (u64, u64) {
+    use crate::model::QuotaPeriod::*;
+    const HOUR: u64 = 3_600_000;
+    const DAY: u64 = 24 * HOUR;
+    let ms = |days: i64| u64::try_from(days).unwrap_or(0).saturating_mul(DAY);
+    match period {
+        Hourly => (now_ms / HOUR * HOUR, now_ms / HOUR * HOUR + HOUR),
+        Daily => (now_ms / DAY * DAY, now_ms / DAY * DAY + DAY),
+        Weekly => {
+            // 1970-01-01 was a Thursday: Monday is 3 days later, in every week's count.
+            let days = (now_ms / DAY) as i64;
+            let monday = days - (days + 3).rem_euclid(7);
+            (ms(monday), ms(monday + 7))
+        }
+        Monthly | Yearly => {
+            let (y, m, _) = civil_from_days((now_ms / DAY) as i64);
+            let (start, next) =
+                if period == Monthly { ((y, m), if m == 12 { (y + 1, 1) } else { (y, m + 1) }) } else { ((y, 1), (y + 1, 1)) };
+            (ms(days_from_civil(start.0, start.1, 1)), ms(days_from_civil(next.0, next.1, 1)))
+        }
+    }
+}
+
+/// A wait as APIM words it in a token quota refusal: `41 seconds`, `21 minutes and 33
+/// seconds`, `3 hours, 2 minutes and 1 second`, `24 days, 14 hours, 0 minutes and 5 seconds`
+/// (units from the largest that is not zero).
+pub fn wait_words(total_secs: u64) -> String {
+    let units = [
+        (total_secs / 86_400, "day"),
+        (total_secs % 86_400 / 3600, "hour"),
+        (total_secs % 3600 / 60, "minute"),
+        (total_secs % 60, "second"),
+    ];
+    let first = units.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    let parts: Vec<String> = units.iter().skip(first).map(|(n, u)| format!("{n} {u}{}", if *n == 1 { "" } else { "s" })).collect();
+    match parts.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        Some((last, _)) => last.clone(),
+        None => String::new(),
+    }
 }

@@ -91,7 +91,7 @@ const SERVICE_TIME: usize = 4;
 /// The metrics per slot alone (no outcome): exact sums and extremes, what APIM's reports
 /// need beyond the counters (Envoy's histograms cannot be read back, and their sums are
 /// approximate). Index `20 + i` in a slot's table.
-pub const PER_SLOT: [(&str, Kind); 7] = [
+pub const PER_SLOT: [(&str, Kind); 9] = [
     ("mlgate_api_time_microseconds_sum", Kind::Counter),
     ("mlgate_service_time_microseconds_sum", Kind::Counter),
     ("mlgate_service_calls", Kind::Counter),
@@ -99,6 +99,8 @@ pub const PER_SLOT: [(&str, Kind); 7] = [
     ("mlgate_api_time_max_microseconds", Kind::Gauge),
     ("mlgate_service_time_min_microseconds", Kind::Gauge),
     ("mlgate_service_time_max_microseconds", Kind::Gauge),
+    ("mlgate_prompt_tokens", Kind::Counter),
+    ("mlgate_completion_tokens", Kind::Counter),
 ];
 pub const API_TIME_SUM: usize = 20;
 pub const SERVICE_TIME_SUM: usize = 21;
@@ -107,8 +109,11 @@ pub const API_TIME_MIN: usize = 23;
 pub const API_TIME_MAX: usize = 24;
 pub const SERVICE_TIME_MIN: usize = 25;
 pub const SERVICE_TIME_MAX: usize = 26;
+/// Tokens the backends reported (calls that carry tokens).
+pub const PROMPT_TOKENS: usize = 27;
+pub const COMPLETION_TOKENS: usize = 28;
 /// Metrics in one slot's table.
-pub const METRICS: usize = 27;
+pub const METRICS: usize = 29;
 
 /// The index of a per-outcome metric in a slot's table.
 const fn at(metric: usize, b: Bucket) -> usize {
@@ -148,6 +153,8 @@ pub struct Slot {
     pub op: Option<u16>,
     pub product: Option<u32>,
     pub sub: Option<u32>,
+    /// The operation carries tokens: the slot has the token counters.
+    pub tokens: bool,
 }
 
 impl Slot {
@@ -163,7 +170,7 @@ impl Slot {
             return false;
         }
         if self.identified() {
-            return true;
+            return self.tokens || index < PROMPT_TOKENS;
         }
         match index {
             i if i < 4 * PER_OUTCOME.len() => {
@@ -193,14 +200,14 @@ impl Plan {
     /// The table of a configuration, from its shape: each API's number of operations, each
     /// product's APIs, each subscription's product. `Err` when it would exceed [`MAX_SLOTS`].
     pub fn build(ops_per_api: &[usize], products: &[&[u16]], sub_products: &[u32], per_subscription: bool) -> Result<Plan, usize> {
-        let mut slots = vec![Slot { api: None, op: None, product: None, sub: None }];
+        let mut slots = vec![Slot { api: None, op: None, product: None, sub: None, tokens: false }];
         let mut api_base = Vec::with_capacity(ops_per_api.len());
         for (a, ops) in ops_per_api.iter().enumerate() {
             let a = u16::try_from(a).ok();
             api_base.push(u32::try_from(slots.len()).unwrap_or(u32::MAX));
-            slots.push(Slot { api: a, op: None, product: None, sub: None });
+            slots.push(Slot { api: a, op: None, product: None, sub: None, tokens: false });
             for o in 0..*ops {
-                slots.push(Slot { api: a, op: u16::try_from(o).ok(), product: None, sub: None });
+                slots.push(Slot { api: a, op: u16::try_from(o).ok(), product: None, sub: None, tokens: false });
             }
         }
         let mut product_apis = Vec::with_capacity(products.len());
@@ -228,7 +235,7 @@ impl Plan {
                     return Err(slots.len() + ops);
                 }
                 for o in 0..ops {
-                    slots.push(Slot { api: Some(a), op: u16::try_from(o).ok(), product, sub });
+                    slots.push(Slot { api: Some(a), op: u16::try_from(o).ok(), product, sub, tokens: false });
                 }
             }
             Ok(())
@@ -250,6 +257,13 @@ impl Plan {
 
     pub fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Gives the token counters to the identified slots of the operations `carries(api, op)`.
+    pub fn mark_tokens(&mut self, carries: impl Fn(u16, u16) -> bool) {
+        for s in &mut self.slots {
+            s.tokens = s.product.is_some() && matches!((s.api, s.op), (Some(a), Some(o)) if carries(a, o));
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -312,6 +326,9 @@ pub struct Call {
     /// From the request headers to the backend's response headers; `None` when the call
     /// never went upstream.
     pub service_time_us: Option<u64>,
+    /// The usage its backend reported (0 for calls that carry no tokens).
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
 }
 
 /// What the host does to one metric of the call's slot.
@@ -323,7 +340,7 @@ pub enum Update {
     Record(usize, u64),
 }
 
-/// The updates for one call: at most 8, none of them zero additions.
+/// The updates for one call: at most 10, none of them zero additions.
 pub fn updates(call: &Call) -> impl Iterator<Item = Update> {
     let b = Bucket::of(call.status);
     let svc = call.service_time_us;
@@ -336,6 +353,8 @@ pub fn updates(call: &Call) -> impl Iterator<Item = Update> {
         svc.map(|t| Update::Record(at(SERVICE_TIME, b), t / 1000)),
         svc.filter(|t| *t > 0).map(|t| Update::Add(SERVICE_TIME_SUM, t)),
         svc.map(|_| Update::Add(SERVICE_CALLS, 1)),
+        (call.prompt_tokens > 0).then_some(Update::Add(PROMPT_TOKENS, call.prompt_tokens)),
+        (call.completion_tokens > 0).then_some(Update::Add(COMPLETION_TOKENS, call.completion_tokens)),
     ]
     .into_iter()
     .flatten()

@@ -3,9 +3,11 @@
 //! backend answered, the response headers to add, and the body bytes owed to a bandwidth quota.
 //! Times are nanoseconds of the host's monotonic clock; the host reads it, this only subtracts.
 
+use mlgate_core::admit::tokens::Metered;
 use mlgate_core::admit::Forward;
 use mlgate_core::model::Gateway;
 use mlgate_core::reply::Reply;
+use mlgate_core::tokens::{Meter, TokenUsage};
 use mlgate_core::usage::Call;
 
 /// A judged call, measured for the usage metrics until the stream ends.
@@ -30,6 +32,8 @@ pub struct Ended {
     pub call: Option<Call>,
     /// (subscription index, body bytes), only when bytes were counted.
     pub bandwidth: Option<(u32, u64)>,
+    /// A call that carries tokens: what to settle, and the usage its backend reported.
+    pub tokens: Option<(Metered, Option<TokenUsage>)>,
 }
 
 /// What an admitted call leaves in the stream's accounting, owned (a host may take it while
@@ -38,12 +42,27 @@ pub struct Ended {
 pub struct Forwarded {
     pub response_headers: Vec<(String, String)>,
     pub bandwidth_of: Option<u32>,
+    pub metered: Option<Metered>,
 }
 
 impl Forwarded {
     pub fn of(gw: &Gateway, fwd: &Forward<'_, '_>) -> Forwarded {
-        Forwarded { response_headers: fwd.response_headers(gw), bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index) }
+        Forwarded {
+            response_headers: fwd.response_headers(gw),
+            bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index),
+            metered: fwd.tokens.as_ref().map(|t| t.metered),
+        }
     }
+}
+
+/// The response of a call that carries tokens, read for its usage as it passes.
+#[derive(Debug)]
+pub struct Metering {
+    pub metered: Metered,
+    /// Set when the response headers arrive (its kind depends on the content type).
+    pub meter: Option<Meter>,
+    /// The response is held whole until it ends, to add `tokens_consumed_header`.
+    pub hold: bool,
 }
 
 /// The accounting of one stream.
@@ -55,6 +74,8 @@ pub struct Accounting {
     pub body_bytes: u64,
     /// Added to the response when its headers pass (the limits' headers).
     pub response_headers: Vec<(String, String)>,
+    /// A call that carries tokens.
+    pub tokens: Option<Metering>,
 }
 
 impl Accounting {
@@ -79,6 +100,38 @@ impl Accounting {
         }
         self.response_headers = up.response_headers;
         self.bandwidth_of = up.bandwidth_of;
+        self.tokens = up.metered.map(|metered| Metering { metered, meter: None, hold: false });
+    }
+
+    /// Whether the response must be read for its token usage.
+    pub fn metering(&self) -> bool {
+        self.tokens.is_some()
+    }
+
+    /// The response headers of a metered call: `content_type` picks how its usage is read.
+    /// Returns whether the host must hold the response until it ends (a JSON response whose
+    /// limits name a `tokens_consumed_header`: the header is added once the usage is known).
+    pub fn meter_response(&mut self, gw: &Gateway, content_type: Option<&[u8]>) -> bool {
+        let Some(t) = self.tokens.as_mut() else { return false };
+        let sse = content_type.is_some_and(|c| c.len() >= 17 && c.get(..17).is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream")));
+        t.meter = Some(Meter::new(sse));
+        t.hold = !sse && !mlgate_core::admit::tokens::consumed_headers(gw, &t.metered, TokenUsage::default()).is_empty();
+        t.hold
+    }
+
+    /// A piece of a metered call's response body passed.
+    pub fn response_chunk(&mut self, bytes: &[u8]) {
+        if let Some(m) = self.tokens.as_mut().and_then(|t| t.meter.as_mut()) {
+            m.feed(bytes);
+        }
+    }
+
+    /// A held response ended: the headers that say what it consumed.
+    pub fn consumed_headers(&self, gw: &Gateway) -> Vec<(String, String)> {
+        match self.tokens.as_ref().and_then(|t| Some((t.metered, t.meter.as_ref()?.usage()?))) {
+            Some((m, usage)) => mlgate_core::admit::tokens::consumed_headers(gw, &m, usage),
+            None => Vec::new(),
+        }
     }
 
     /// Whether body bytes in this direction count anywhere (a host may skip asking their size).
@@ -120,6 +173,8 @@ impl Accounting {
 
     /// The stream ended at `now_ns`: what is left to record (each at most once).
     pub fn end(&mut self, now_ns: u64) -> Ended {
+        let tokens = self.tokens.take().map(|t| (t.metered, t.meter.and_then(|m| m.usage())));
+        let usage = tokens.and_then(|t| t.1).unwrap_or_default();
         let call = self.measure.take().map(|m| Call {
             slot: m.slot,
             status: m.status,
@@ -127,9 +182,11 @@ impl Accounting {
             response_bytes: m.response_bytes,
             api_time_us: now_ns.saturating_sub(m.start_ns) / 1000,
             service_time_us: m.response_ns.map(|t| t.saturating_sub(m.start_ns) / 1000),
+            prompt_tokens: usage.prompt,
+            completion_tokens: usage.completion,
         });
         let bandwidth = self.bandwidth_of.take().filter(|_| self.body_bytes > 0).map(|sub| (sub, self.body_bytes));
-        Ended { call, bandwidth }
+        Ended { call, bandwidth, tokens }
     }
 }
 

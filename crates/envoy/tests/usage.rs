@@ -198,7 +198,16 @@ fn slots_are_bounded_at_configure_time() {
 
 #[test]
 fn updates_per_call() {
-    let fwd = Call { slot: 3, status: 200, request_bytes: 10, response_bytes: 20, api_time_us: 2_500, service_time_us: Some(1_999) };
+    let fwd = Call {
+        slot: 3,
+        status: 200,
+        request_bytes: 10,
+        response_bytes: 20,
+        api_time_us: 2_500,
+        service_time_us: Some(1_999),
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
     let got: Vec<Update> = updates(&fwd).collect();
     assert_eq!(
         got,
@@ -214,7 +223,16 @@ fn updates_per_call() {
         ]
     );
     // A local reply: no request body, never upstream.
-    let local = Call { slot: 2, status: 401, request_bytes: 0, response_bytes: 152, api_time_us: 40, service_time_us: None };
+    let local = Call {
+        slot: 2,
+        status: 401,
+        request_bytes: 0,
+        response_bytes: 152,
+        api_time_us: 40,
+        service_time_us: None,
+        prompt_tokens: 0,
+        completion_tokens: 0,
+    };
     let got: Vec<Update> = updates(&local).collect();
     assert_eq!(
         got,
@@ -286,6 +304,8 @@ fn mix(gw: &Gateway) -> Metrics {
         response_bytes,
         api_time_us,
         service_time_us,
+        prompt_tokens: 0,
+        completion_tokens: 0,
     };
     let alice = slot(gw, Some(0), Some(0), Some(0));
     let bob = slot(gw, Some(0), Some(0), Some(1));

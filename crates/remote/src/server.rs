@@ -137,7 +137,7 @@ impl<'g> Resolver<'g> {
             }
         }
         let (record_key, start_ms) = sub.map_or(("", 0), |s| (s.record_key.as_str(), s.start_ms));
-        let plan = Plan { specs, values, record_key, start_ms };
+        let plan = Plan { specs, values, record_key, start_ms, tokens: Default::default() };
         let mut ctx = Ctx { store, now_ms, max_retries: self.gw.settings.max_cas_retries, counter_slots: self.gw.settings.counter_slots };
         let mut per = PerLimit::default();
         let verdict = limits::check_at(&plan, &mut ctx, &mut per);

@@ -24,10 +24,16 @@ pub enum Event {
     CounterSlotShared,
     /// Store keys created (a gauge of the store's size).
     StoreKeysCreated,
+    /// 429 from a token limit's tokens per minute.
+    TokenRateLimited,
+    /// 403 from a token quota.
+    TokenQuota,
+    /// 400/413: the body of a call that carries tokens could not be bounded.
+    BadBody,
 }
 
 impl Event {
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 13] = [
         Event::MissingKey,
         Event::InvalidKey,
         Event::NotFound,
@@ -38,6 +44,9 @@ impl Event {
         Event::FailureModeAllowed,
         Event::CounterSlotShared,
         Event::StoreKeysCreated,
+        Event::TokenRateLimited,
+        Event::TokenQuota,
+        Event::BadBody,
     ];
 }
 
@@ -68,6 +77,9 @@ impl Event {
             Event::FailureModeAllowed => ("mlgate.failure_mode_allowed", false),
             Event::CounterSlotShared => ("mlgate.counter_slot_shared", false),
             Event::StoreKeysCreated => ("mlgate.shared_data_keys", true),
+            Event::TokenRateLimited => ("mlgate.token_rate_limited", false),
+            Event::TokenQuota => ("mlgate.token_quota_exceeded", false),
+            Event::BadBody => ("mlgate.bad_request_body", false),
         }
     }
 

@@ -5,7 +5,7 @@
 use super::events::Event;
 use super::request::{Connection, Request};
 use crate::keys::query_decode;
-use crate::model::{Api, Gateway, Operation, Product, Subscription, SubscriptionState, Unmatched};
+use crate::model::{Api, Credential, Gateway, Operation, Product, Subscription, SubscriptionState, Unmatched};
 use crate::reply::{self, Reply};
 use crate::route::query_value;
 use crate::usage::Matched;
@@ -13,14 +13,15 @@ use crate::usage::Matched;
 /// A matched, authenticated request.
 pub struct Identity<'g, 'r> {
     pub api: &'g Api,
+    pub api_index: u16,
     pub op: &'g Operation,
     pub sub_index: u32,
     pub sub: &'g Subscription,
     pub product: &'g Product,
     /// Template parameters (raw bytes, as in the URL).
     pub params: Vec<(&'g str, &'r [u8])>,
-    /// The `Authorization` value for the upstream (`Bearer <api key>`). Never log it.
-    pub authorization: &'g str,
+    /// The backend credential (its header and value, e.g. `Bearer <api key>`). Never log it.
+    pub credential: &'g Credential,
     /// The path under the API suffix, and the raw query.
     pub rest: &'r str,
     pub query: &'r [u8],
@@ -102,7 +103,7 @@ pub(super) fn identify<'g, 'r>(
     let Some(cred) = Gateway::credential(api, find("workspace"), find("service")) else {
         return Err(Early::Reply(reply::no_backend_credential(), Event::NotFound));
     };
-    Ok(Identity { api, op, sub_index, sub, product, params: m.params, authorization: &cred.authorization, rest, query })
+    Ok(Identity { api, api_index, op, sub_index, sub, product, params: m.params, credential: cred, rest, query })
 }
 
 /// The API whose URL suffix is the longest prefix of `path` on a segment boundary.

@@ -7,12 +7,14 @@
 //! subscription key), limits ([`crate::limits`]), then the rewrite plan ([`rewrite`]) and the
 //! filter-state export ([`export`]). Failure mode and denial kinds are decided here.
 
+mod counting;
 mod events;
 pub mod export;
 mod identify;
 mod outcome;
 mod request;
 mod rewrite;
+pub mod tokens;
 
 pub use events::{Event, Events};
 pub use identify::Identity;
@@ -22,6 +24,7 @@ pub use request::{address_without_port, Connection, Request};
 use crate::limits::{self, Ctx, DenialKind, Grant, Plan, Spec, Store, Verdict, MAX_SPECS};
 use crate::model::{Counter, FailureMode, Gateway};
 use crate::reply;
+use counting::Counting;
 
 /// Judges one request. Pure but for the store and the connection it is handed.
 pub fn admit<'g, 'r>(
@@ -109,10 +112,18 @@ pub fn admit_with<'g, 'r>(
         }
     };
 
+    let (token_plan, new_body, stream) = match tokens::bound(gw, &identity, req) {
+        tokens::Step::Go(plan, body, stream) => (plan, body, stream),
+        tokens::Step::ReadBody => return Some(Admission { outcome: Outcome::ReadBody, events: Events::default() }),
+        tokens::Step::Refuse(r, e) => {
+            events.add(e, 1);
+            return Some(Admission { outcome: Outcome::Reply(r), events });
+        }
+    };
     let specs = limits::limits_of(identity.api, identity.op, identity.product);
     let mut grant = Grant::default();
-    if specs.iter().any(Option::is_some) {
-        let verdict = judge_limits(gw, req, conn, &identity, &specs, now_ms, limits)?;
+    if specs.iter().any(Option::is_some) || token_plan.limits.iter().any(Option::is_some) {
+        let verdict = judge_limits(gw, req, conn, &identity, (&specs, token_plan), now_ms, limits)?;
         events.add(Event::StoreKeysCreated, limits.keys_created());
         match verdict {
             Verdict::Admit(g) => {
@@ -125,6 +136,8 @@ pub fn admit_with<'g, 'r>(
                         DenialKind::RateLimit => Event::RateLimited,
                         DenialKind::QuotaCalls => Event::QuotaCalls,
                         DenialKind::QuotaBandwidth => Event::QuotaBandwidth,
+                        DenialKind::TokenRate => Event::TokenRateLimited,
+                        DenialKind::TokenQuota => Event::TokenQuota,
                     },
                     1,
                 );
@@ -141,7 +154,14 @@ pub fn admit_with<'g, 'r>(
     }
 
     let upstream_path = rewrite::upstream_path(identity.api, identity.rest, identity.query);
-    Some(Admission { outcome: Outcome::Forward(Forward { identity, upstream_path, grant }), events })
+    let tokens = identity.op.tokens.map(|_| {
+        Box::new(tokens::TokenForward {
+            body: new_body,
+            stream,
+            metered: tokens::Metered { sub: identity.sub_index, api: identity.api_index, charge: grant.tokens },
+        })
+    });
+    Some(Admission { outcome: Outcome::Forward(Forward { identity, upstream_path, grant, tokens }), events })
 }
 
 /// Resolves what keyed limits count per, then decides.
@@ -150,7 +170,7 @@ fn judge_limits(
     req: &Request<'_>,
     conn: &mut dyn Connection,
     identity: &Identity<'_, '_>,
-    specs: &[Option<Spec<'_>>; MAX_SPECS],
+    (specs, tokens): (&[Option<Spec<'_>>; MAX_SPECS], limits::tokens::TokenPlan<'_>),
     now_ms: u64,
     limits: &mut dyn Limits,
 ) -> Option<Verdict> {
@@ -167,7 +187,7 @@ fn judge_limits(
             };
         }
     }
-    let plan = Plan { specs: *specs, values, record_key: &identity.sub.record_key, start_ms: identity.sub.start_ms };
+    let plan = Plan { specs: *specs, values, record_key: &identity.sub.record_key, start_ms: identity.sub.start_ms, tokens };
     limits.check(gw, Some(identity), &plan, now_ms)
 }
 
@@ -183,26 +203,4 @@ pub fn record_bandwidth(gw: &Gateway, sub_index: u32, bytes: u64, now_ms: u64, s
     }
     events.add(Event::StoreKeysCreated, store.created);
     events
-}
-
-/// A store that counts the keys it created, for the key gauge.
-struct Counting<'s> {
-    inner: &'s mut dyn Store,
-    created: u32,
-}
-
-impl Store for Counting<'_> {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, limits::HostError> {
-        self.inner.get(key)
-    }
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), limits::SetError> {
-        self.inner.set(key, value, cas)
-    }
-    fn created(&mut self) {
-        self.created += 1;
-        self.inner.created();
-    }
-    fn create_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, limits::HostError> {
-        self.inner.create_absent(key, value)
-    }
 }

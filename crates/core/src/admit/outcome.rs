@@ -15,6 +15,10 @@ pub enum Outcome<'g, 'r> {
     PassThrough { strip: [Option<&'g str>; 2] },
     /// Authenticated, matched and within limits: rewrite and send upstream.
     Forward(Forward<'g, 'r>),
+    /// The operation carries tokens and the body is not read yet: hold the request, read the
+    /// whole body (at most `max_request_body_bytes`), and judge it again with the body. Nothing
+    /// was counted.
+    ReadBody,
 }
 
 /// The outcome and the events to count, whatever the outcome.
@@ -30,6 +34,8 @@ pub struct Forward<'g, 'r> {
     pub upstream_path: Vec<u8>,
     /// The limits' grant: response headers, and whether body bytes must be counted.
     pub grant: Grant,
+    /// For an operation that carries tokens: the body to send and what to settle at the end.
+    pub tokens: Option<Box<super::tokens::TokenForward>>,
 }
 
 impl Forward<'_, '_> {

@@ -8,12 +8,15 @@ pub struct Request<'r> {
     pub scheme: &'r [u8],
     pub authority: &'r [u8],
     pub headers: &'r [(&'r [u8], &'r [u8])],
+    /// The whole request body, once read: only for operations that carry tokens, whose
+    /// first judgement asks for it ([`super::Outcome::ReadBody`]).
+    pub body: Option<&'r [u8]>,
 }
 
 impl<'r> Request<'r> {
     /// Builds the view from a header list that contains the pseudo-headers.
     pub fn from_headers(headers: &'r [(&'r [u8], &'r [u8])]) -> Request<'r> {
-        let mut r = Request { method: b"", path: b"", scheme: b"", authority: b"", headers };
+        let mut r = Request { method: b"", path: b"", scheme: b"", authority: b"", headers, body: None };
         for (k, v) in headers {
             match *k {
                 b":method" => r.method = v,

@@ -32,15 +32,23 @@ impl Forward<'_, '_> {
     /// call: the client's headers in order, minus the subscription key and any client copies
     /// of `authorization` and the identity headers, with `:path` and `:authority` rewritten,
     /// then the backend key and the caller's identity.
+    /// For a call that carries tokens, `accept-encoding` goes too (mlgate reads the usage in
+    /// the response, so it must not come compressed), and `content-length` when the body is
+    /// rewritten (Envoy frames the new body).
     pub fn upstream_headers<'a>(&'a self, gw: &'a Gateway, req: &'a Request<'_>, out: &mut Vec<(&'a [u8], &'a [u8])>) {
         let s = &gw.settings;
         let id = &self.identity;
         let api = id.api;
+        let metered = self.tokens.is_some();
+        let new_body = self.tokens.as_ref().is_some_and(|t| t.body.is_some());
         for (k, v) in req.headers {
             let value: &[u8] = match *k {
                 b":path" => &self.upstream_path,
                 b":authority" => api.service_authority.as_bytes(),
+                b"accept-encoding" if metered => continue,
+                b"content-length" if new_body => continue,
                 _ if k.eq_ignore_ascii_case(b"authorization")
+                    || k.eq_ignore_ascii_case(id.credential.header.as_bytes())
                     || k.eq_ignore_ascii_case(api.key_header_lc.as_bytes())
                     || k.eq_ignore_ascii_case(s.subscription_id_header.as_bytes())
                     || k.eq_ignore_ascii_case(s.product_id_header.as_bytes()) =>
@@ -51,7 +59,7 @@ impl Forward<'_, '_> {
             };
             out.push((k, value));
         }
-        out.push((b"authorization", id.authorization.as_bytes()));
+        out.push((id.credential.header.as_bytes(), id.credential.value.as_bytes()));
         out.push((s.subscription_id_header.as_bytes(), id.sub.id.as_bytes()));
         out.push((s.product_id_header.as_bytes(), id.product.id.as_bytes()));
     }

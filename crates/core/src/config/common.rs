@@ -42,3 +42,8 @@ impl Environment for ProcessEnv {
 pub const MAX_RATE_LIMIT_CALLS: u32 = 10_000;
 /// The longest id of an API, operation, product or subscription, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
+
+/// RFC 9110 token characters.
+pub fn is_header_name(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

@@ -1,13 +1,15 @@
 //! Schema → model: names become indices, keys digests, limits their precomputed ids and
 //! periods. Each check names the JSON path of what it refuses.
 
-use super::common::{ConfigError, Environment, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
-use super::schema::{RawApi, RawConfig, RawOperation, RawOperations, RawPortal, RawQuota, RawRateLimit};
+use super::common::{is_header_name, ConfigError, Environment, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
+use super::schema::{RawApi, RawConfig, RawOperations, RawPortal, RawQuota, RawRateLimit};
 use crate::keys::{Digest, KeyIndex};
 use crate::model::{Api, Counter, Credential, Gateway, Operation, Portal, Product, Protocols, Quota, RateLimit, Settings, Subscription};
 use crate::route::{Route, Template};
 
 const MAX_APIS: usize = u16::MAX as usize;
+/// The largest `max_request_body_bytes`: the body is held in memory while it is read.
+const MAX_BODY: u32 = 64 << 20;
 
 pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, ConfigError> {
     let settings = compile_settings(&raw)?;
@@ -51,7 +53,17 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         }
         let rate_limit = p.rate_limit.map(|rl| rate_limit(rl, format!("p:{}", p.id), &field("rate_limit"))).transpose()?;
         let quota = p.quota.map(|q| quota(q, &field("quota"))).transpose()?;
-        products.push(Product { id: p.id, name: p.name, description: p.description.unwrap_or_default(), apis: ids, rate_limit, quota });
+        let token_limit =
+            p.token_limit.map(|t| super::tokens::token_limit(t, format!("tp:{}", p.id), &field("token_limit"))).transpose()?;
+        products.push(Product {
+            id: p.id,
+            name: p.name,
+            description: p.description.unwrap_or_default(),
+            apis: ids,
+            rate_limit,
+            quota,
+            token_limit,
+        });
     }
 
     let mut subscriptions = Vec::with_capacity(raw.subscriptions.len());
@@ -104,15 +116,22 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
     }
 
+    if settings.limits_store != crate::model::LimitsStore::SharedData {
+        let tokened = products.iter().position(|p| p.token_limit.is_some()).map(|i| format!("products[{i}].token_limit"));
+        if let Some(f) = tokened.or_else(|| apis.iter().position(|a| a.token_limit.is_some()).map(|i| format!("apis[{i}].token_limit"))) {
+            return Err(ConfigError::new(f, "token limits are counted in shared data only (not yet with limits_store rls)"));
+        }
+    }
     let portal = raw.portal.map(|p| compile_portal(p, &apis)).transpose()?;
     let per_subscription = raw.metrics.is_some_and(|m| m.per_subscription);
     let ops_per_api: Vec<usize> = apis.iter().map(|a| a.operations.len()).collect();
     let product_apis: Vec<&[u16]> = products.iter().map(|p| p.apis.as_slice()).collect();
     let sub_products: Vec<u32> = subscriptions.iter().map(|s| s.product).collect();
-    let usage = crate::usage::Plan::build(&ops_per_api, &product_apis, &sub_products, per_subscription).map_err(|n| {
+    let mut usage = crate::usage::Plan::build(&ops_per_api, &product_apis, &sub_products, per_subscription).map_err(|n| {
         let field = if per_subscription { "metrics.per_subscription" } else { "metrics" };
         ConfigError::new(field, format!("the usage metrics would need more than {n} label sets (at most {})", crate::usage::MAX_SLOTS))
     })?;
+    usage.mark_tokens(|a, o| apis.get(usize::from(a)).and_then(|a| a.operations.get(usize::from(o))).is_some_and(|o| o.tokens.is_some()));
     let admin =
         raw.admin.map(|a| super::admin::compile(a.path, &a.key_sha256, &apis, portal.as_ref().map(|p| p.path.as_str()))).transpose()?;
     Ok(Gateway { apis, match_order: order, products, subscriptions, keys, settings, api_key_envs, portal, usage, admin })
@@ -140,6 +159,10 @@ fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
         max_cas_retries: raw.max_cas_retries,
         counter_slots: raw.counter_slots,
         limits_store: super::limits_store::compile(raw.limits_store.as_ref())?,
+        max_request_body_bytes: match raw.max_request_body_bytes {
+            n @ 1..=MAX_BODY => n,
+            _ => return Err(ConfigError::new("max_request_body_bytes", format!("must be 1..={MAX_BODY}"))),
+        },
     })
 }
 
@@ -185,10 +208,9 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
 
     let azureml_studio = matches!(&a.operations, RawOperations::Preset(name) if name == "azureml-studio");
     let raw_ops = match a.operations {
-        RawOperations::Preset(name) if name == "azureml-studio" => azureml_studio_preset(),
-        RawOperations::Preset(name) => {
-            return Err(ConfigError::new(field("operations"), format!("unknown preset \"{name}\" (known: \"azureml-studio\")")))
-        }
+        RawOperations::Preset(name) => super::presets::operations(&name).ok_or_else(|| {
+            ConfigError::new(field("operations"), format!("unknown preset \"{name}\" (known: {})", super::presets::NAMES))
+        })?,
         RawOperations::List(l) => l,
     };
     if raw_ops.is_empty() {
@@ -207,7 +229,8 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         }
         let template = Template::parse(&o.url_template).map_err(|r| ConfigError::new(ofield("url_template"), r))?;
         let rate_limit = o.rate_limit.map(|rl| rate_limit(rl, format!("o:{}/{}", a.id, o.id), &ofield("rate_limit"))).transpose()?;
-        ops.push(Operation { id: o.id, name: o.name, description: o.description.unwrap_or_default(), rate_limit });
+        let tokens = o.tokens.as_deref().map(|t| super::tokens::token_op(t, &ofield("tokens"))).transpose()?;
+        ops.push(Operation { id: o.id, name: o.name, description: o.description.unwrap_or_default(), rate_limit, tokens });
         shapes.push((o.method, template));
     }
     let route = Route::build(shapes).map_err(|(j, r)| ConfigError::new(format!("apis[{i}].operations[{j}].url_template"), r))?;
@@ -241,13 +264,25 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
             return Err(ConfigError::new(cfield("api_key"), "key must be visible ASCII (no spaces, controls or non-ASCII)"));
         }
         let wildcard = |s: String| if s == "*" { None } else { Some(s) };
-        let cred = Credential { workspace: wildcard(c.workspace), service: wildcard(c.service), authorization: format!("Bearer {key}") };
+        let header = c.header.unwrap_or_else(|| "authorization".into()).to_ascii_lowercase();
+        if !is_header_name(&header) {
+            return Err(ConfigError::new(cfield("header"), "not a valid HTTP header name"));
+        }
+        let value = if header == "authorization" { format!("Bearer {key}") } else { key };
+        let cred = Credential { workspace: wildcard(c.workspace), service: wildcard(c.service), header, value };
         if credentials.iter().any(|d| d.workspace == cred.workspace && d.service == cred.service) {
             return Err(ConfigError::new(cfield("workspace"), "duplicate workspace/service pair"));
         }
         credentials.push(cred);
     }
     let rate_limit = a.rate_limit.map(|rl| rate_limit(rl, format!("a:{}", a.id), &field("rate_limit"))).transpose()?;
+    let token_limit = a.token_limit.map(|t| super::tokens::token_limit(t, format!("ta:{}", a.id), &field("token_limit"))).transpose()?;
+    if token_limit.is_some() && ops.iter().all(|o| o.tokens.is_none()) {
+        return Err(ConfigError::new(
+            field("token_limit"),
+            "this API has no operation that carries tokens (see `tokens` / the LLM presets)",
+        ));
+    }
     Ok(Api {
         id: a.id,
         name: a.name,
@@ -265,52 +300,8 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         route,
         credentials,
         rate_limit,
+        token_limit,
     })
-}
-
-/// The five AzureML Studio (classic) web-service operations as APIM imports them.
-fn azureml_studio_preset() -> Vec<RawOperation> {
-    const WS: &str = "/workspaces/{workspace}/services/{service}";
-    let op = |id: &str, name: &str, description: &str, method: &str, tail: &str| RawOperation {
-        id: id.into(),
-        name: name.into(),
-        description: Some(description.into()),
-        method: method.into(),
-        url_template: format!("{WS}{tail}"),
-        rate_limit: None,
-    };
-    // Names as in Microsoft's guide to AzureML Studio web services behind API Management.
-    vec![
-        op(
-            "rrs-execute",
-            "RRS Execute",
-            "Request-response: scores the rows in the request and answers with the results.",
-            "POST",
-            "/execute?api-version={apiversion}&details={details}",
-        ),
-        op(
-            "bes-submit",
-            "BES Submit",
-            "Batch execution: submits a job over blobs in Azure Storage; answers with the job id.",
-            "POST",
-            "/jobs?api-version={apiversion}",
-        ),
-        op("bes-start", "BES Start", "Starts a submitted batch job.", "POST", "/jobs/{jobid}/start?api-version={apiversion}"),
-        op(
-            "bes-status",
-            "BES Status",
-            "The status of a batch job and, once finished, where its outputs are.",
-            "GET",
-            "/jobs/{jobid}?api-version={apiversion}",
-        ),
-        op(
-            "bes-delete",
-            "BES Delete",
-            "Cancels a running batch job or deletes an ended one.",
-            "DELETE",
-            "/jobs/{jobid}?api-version={apiversion}",
-        ),
-    ]
 }
 
 /// The portal's path must be its own: not an API's suffix nor under one (the root API, whose
@@ -414,11 +405,6 @@ fn check_id(v: &str, field: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(field, "contains control characters"));
     }
     Ok(())
-}
-
-/// RFC 9110 token characters.
-pub fn is_header_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `http(s)://host[:port][/base]` → (`host[:port]`, `/base` without trailing slash).

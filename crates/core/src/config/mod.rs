@@ -9,7 +9,9 @@ pub mod common;
 mod compile;
 pub(crate) mod jsonpath;
 pub mod limits_store;
+mod presets;
 mod schema;
+mod tokens;
 
 pub use common::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
 

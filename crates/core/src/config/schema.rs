@@ -43,6 +43,37 @@ pub(super) struct RawConfig {
     /// The admin API (APIM's reports) and usage dashboard: absent, there is none.
     #[serde(default)]
     pub(super) admin: Option<RawAdmin>,
+    /// The largest request body a token-metered operation reads (bytes); larger ones get 413.
+    #[serde(default = "default_max_body")]
+    pub(super) max_request_body_bytes: u32,
+}
+
+fn default_max_body() -> u32 {
+    1 << 20
+}
+
+/// APIM's `llm-token-limit` policy, on a product or an API.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTokenLimit {
+    #[serde(default)]
+    pub(super) tokens_per_minute: Option<u64>,
+    #[serde(default)]
+    pub(super) token_quota: Option<u64>,
+    /// `"hourly"`, `"daily"`, `"weekly"`, `"monthly"` or `"yearly"`.
+    #[serde(default)]
+    pub(super) token_quota_period: Option<String>,
+    #[serde(default = "default_true")]
+    pub(super) estimate_prompt_tokens: bool,
+    pub(super) default_max_completion_tokens: u64,
+    #[serde(default)]
+    pub(super) remaining_tokens_header: Option<String>,
+    #[serde(default)]
+    pub(super) remaining_quota_tokens_header: Option<String>,
+    #[serde(default)]
+    pub(super) tokens_consumed_header: Option<String>,
+    #[serde(default)]
+    pub(super) retry_after_header: Option<String>,
 }
 
 /// `"metrics": {"per_subscription": false}`.
@@ -108,6 +139,8 @@ pub(super) struct RawApi {
     pub(super) backend_credentials: Vec<RawCredential>,
     #[serde(default)]
     pub(super) rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub(super) token_limit: Option<RawTokenLimit>,
 }
 
 fn default_key_header() -> String {
@@ -159,6 +192,9 @@ pub(super) struct RawOperation {
     pub(super) url_template: String,
     #[serde(default)]
     pub(super) rate_limit: Option<RawRateLimit>,
+    /// `"chat"`, `"completions"` or `"embeddings"`: the body carries tokens (the presets set it).
+    #[serde(default)]
+    pub(super) tokens: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -170,6 +206,10 @@ pub(super) struct RawCredential {
     pub(super) api_key: Option<String>,
     #[serde(default)]
     pub(super) api_key_env: Option<String>,
+    /// The header the key goes in: `Authorization` (the default: `Bearer <key>`) or another
+    /// name (the key alone, e.g. Azure OpenAI's `api-key`).
+    #[serde(default)]
+    pub(super) header: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +225,8 @@ pub(super) struct RawProduct {
     pub(super) rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     pub(super) quota: Option<RawQuota>,
+    #[serde(default)]
+    pub(super) token_limit: Option<RawTokenLimit>,
 }
 
 #[derive(Deserialize)]

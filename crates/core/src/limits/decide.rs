@@ -4,8 +4,10 @@
 
 use super::keyed;
 use super::record::{self, prepare, rd64, Need, QuotaSeg, QUOTA_ID, SUB_BASE};
+use super::spec::TokenCharge;
 use super::spec::{count, decide, period_start, Ctx, DenialKind, Grant, PerLimit, Plan, Spec, Verdict, MAX_SPECS};
 use super::store::{cas_update, HostError, Step};
+use super::tokens::{self as tok, Segs};
 use crate::model::{Counter, Quota};
 
 /// Decides and counts one request against every limit in `plan`. `Admit` means it was
@@ -59,16 +61,27 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
             n_sub += 1;
         }
     }
-    if n_sub > 0 {
+    let tokens = &plan.tokens;
+    let token_limits = tokens.limits.iter().flatten().count();
+    if n_sub > 0 || token_limits > 0 {
         let needs = needs.get(..n_sub).unwrap_or(&[]);
         let now = ctx.now_ms;
         let start = plan.start_ms;
+        let quota_needs = token_quota_needs(tokens);
         let outcome = cas_update(ctx.store, plan.record_key, &record::empty(SUB_BASE), ctx.max_retries, |rec| {
             let slots: [usize; MAX_SPECS] = prepare(rec, SUB_BASE, needs);
+            let segs = token_segs(rec, tokens, &quota_needs);
             // Decide everything first; write nothing unless all admit.
             for (j, (p, spec)) in slots.iter().zip(sub_specs.iter().flatten()).enumerate() {
                 if let Err(d) = decide(rec, *p, spec, now, start) {
                     return Step::Keep(Err((d, j)));
+                }
+            }
+            for (tl, s) in tokens.limits.iter().zip(segs) {
+                if let Some(tl) = tl {
+                    if let Err(d) = tok::decide(rec, s, tl, tokens.cost, now) {
+                        return Step::Keep(Err((d, MAX_SPECS)));
+                    }
                 }
             }
             let mut local = Grant::default();
@@ -82,6 +95,15 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
                 *e = one.rate_limit;
                 local.headers.append(&mut one.headers);
                 local.count_bandwidth |= one.count_bandwidth;
+            }
+            if token_limits > 0 {
+                let mut charge = TokenCharge { admitted_ms: now, reserved: tokens.cost, quota_periods: [0; 2] };
+                for ((tl, s), period) in tokens.limits.iter().zip(segs).zip(charge.quota_periods.iter_mut()) {
+                    if let Some(tl) = tl {
+                        *period = tok::count(rec, s, tl, tokens.cost, now, &mut local);
+                    }
+                }
+                local.tokens = Some(charge);
             }
             Step::Write(Ok((local, each)))
         });
@@ -97,6 +119,7 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
                 }
                 grant.headers.extend(local.headers);
                 grant.count_bandwidth |= local.count_bandwidth;
+                grant.tokens = local.tokens;
             }
             Ok(Err(((kind, r), j))) => {
                 keyed::rollback(&undo, ctx);
@@ -123,6 +146,54 @@ pub fn add_bandwidth(record_key: &str, start_ms: u64, quota: &Quota, bytes: u64,
         let [p]: [usize; 1] = prepare(rec, SUB_BASE, &need);
         let cur = period_start(now, start_ms, quota.period_ms).max(rd64(rec, p));
         QuotaSeg::add(rec, p, cur, 0, bytes);
+        Step::Write(())
+    })
+}
+
+/// The quota segments of a call's token limits (ids in `TokenPlan::limits` order; an empty id
+/// where a limit has no quota).
+fn token_quota_needs<'g>(tokens: &tok::TokenPlan<'g>) -> [Option<Need<'g>>; 2] {
+    let mut out = [None, None];
+    for (tl, o) in tokens.limits.iter().zip(out.iter_mut()) {
+        if let Some(tl) = tl.filter(|t| t.quota.is_some()) {
+            *o = Some((tl.quota_id.as_bytes(), None));
+        }
+    }
+    out
+}
+
+/// Finds or adds the segments of a call's token limits (after `prepare` placed the call
+/// limits'; only appends, so their offsets hold).
+fn token_segs(rec: &mut Vec<u8>, tokens: &tok::TokenPlan<'_>, quota_needs: &[Option<Need<'_>>; 2]) -> [Segs; 2] {
+    let mut segs = [Segs::default(); 2];
+    for ((tl, need), s) in tokens.limits.iter().zip(quota_needs).zip(segs.iter_mut()) {
+        let Some(tl) = tl else { continue };
+        if let Some(need) = need {
+            let [p]: [usize; 1] = prepare(rec, SUB_BASE, std::slice::from_ref(need));
+            s.quota = Some(p);
+        }
+        s.window = tok::window_of(rec, SUB_BASE, tl);
+    }
+    segs
+}
+
+/// Settles a call's reserved tokens to `actual` in every token limit it was counted in.
+pub fn settle_tokens(
+    record_key: &str,
+    tokens: &tok::TokenPlan<'_>,
+    charge: &TokenCharge,
+    actual: u64,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), HostError> {
+    if actual == charge.reserved || tokens.limits.iter().all(Option::is_none) {
+        return Ok(());
+    }
+    let quota_needs = token_quota_needs(tokens);
+    cas_update(ctx.store, record_key, &record::empty(SUB_BASE), ctx.max_retries, |rec| {
+        let segs = token_segs(rec, tokens, &quota_needs);
+        for (s, period) in segs.iter().zip(charge.quota_periods) {
+            tok::settle(rec, *s, charge, period, actual);
+        }
         Step::Write(())
     })
 }

@@ -8,6 +8,7 @@
 //! - [`record`]: the byte format of records and the sliding-window ring.
 //! - [`spec`]: what is decided (limits, plan, verdicts) and the decision of one limit.
 //! - [`decide`]: the decision over a subscription's record; all limits or none.
+//! - [`tokens`]: token limits: a call's bound reserved, then settled to its usage.
 //! - [`keyed`]: bounded counter tables for `counter: ip | header:<name>`.
 //! - [`usage`]: read-only: how much of each limit a subscription has used ("My subscription").
 //!
@@ -22,9 +23,10 @@ mod keyed;
 mod record;
 mod spec;
 mod store;
+pub mod tokens;
 mod usage;
 
-pub use decide::{add_bandwidth, check, check_at};
+pub use decide::{add_bandwidth, check, check_at, settle_tokens};
 pub use spec::{limits_of, Ctx, DenialKind, Grant, PerLimit, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
 pub use store::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 pub use usage::{usage, Usage};

@@ -4,7 +4,8 @@
 //! record   := VERSION u8 | [owner u64, keyed records only] | segment*
 //! segment  := id_len u16 | id | kind u8 | payload
 //! kind 1 (rate):  n u32 | head u32 | n × u64 admission times (ms), oldest at `head`
-//! kind 2 (quota): period_start u64 | calls u64 | bytes u64
+//! kind 2 (quota): period_start u64 | calls u64 | bytes u64   (a token quota: tokens in `calls`)
+//! kind 3 (tokens per minute): newest second u64 | 61 × u64 tokens, one bucket per second
 //! ```
 //! All integers little-endian. A record is read defensively: a wrong version, a short
 //! header or a segment that does not parse ends what is trusted, and the next write drops
@@ -16,6 +17,11 @@ use crate::config::common::MAX_RATE_LIMIT_CALLS;
 pub(super) const VERSION: u8 = 2;
 pub(super) const KIND_RATE: u8 = 1;
 pub(super) const KIND_QUOTA: u8 = 2;
+pub(super) const KIND_TOKENS: u8 = 3;
+/// The payload of a tokens-per-minute segment: the newest second and its buckets.
+pub(super) const TOKENS_PAYLOAD: usize = 8 + 8 * TOKEN_BUCKETS;
+/// One-second buckets in a tokens-per-minute window (a call's tokens count for 60 to 61 s).
+pub const TOKEN_BUCKETS: usize = 61;
 pub(super) const QUOTA_ID: &[u8] = b"q";
 /// Where segments start in a subscription record, and in a keyed (counter-table) record.
 pub(super) const SUB_BASE: usize = 1;
@@ -74,6 +80,7 @@ pub(super) fn next_seg(rec: &[u8], at: usize) -> Option<Seg> {
             payload + 8 + 8 * n as usize
         }
         KIND_QUOTA => payload + 24,
+        KIND_TOKENS => payload + TOKENS_PAYLOAD,
         _ => return None,
     };
     (end <= rec.len()).then_some(Seg { id_start, id_end, kind, payload, end })
@@ -122,9 +129,21 @@ fn push_rate_segment(rec: &mut Vec<u8>, id: &[u8], times: &[u64]) {
     }
 }
 
-fn push_quota_segment(rec: &mut Vec<u8>) {
-    push_header(rec, QUOTA_ID, KIND_QUOTA);
+fn push_quota_segment(rec: &mut Vec<u8>, id: &[u8]) {
+    push_header(rec, id, KIND_QUOTA);
     rec.resize(rec.len() + 24, 0);
+}
+
+/// The payload offset of the tokens-per-minute segment `id`, added (empty) at the end if the
+/// record has none. Only appends, so offsets found before stay valid.
+pub(super) fn token_window(rec: &mut Vec<u8>, base: usize, id: &[u8]) -> usize {
+    let id = id.get(..id.len().min(usize::from(u16::MAX))).unwrap_or(id);
+    if let Some(s) = find_seg(rec, base, KIND_TOKENS, id) {
+        return s.payload;
+    }
+    push_header(rec, id, KIND_TOKENS);
+    rec.resize(rec.len() + TOKENS_PAYLOAD, 0);
+    rec.len() - TOKENS_PAYLOAD
 }
 
 /// What a record must hold for one limit: its id and, for a rate limit, the ring size
@@ -158,7 +177,7 @@ pub(super) fn prepare<const N: usize>(rec: &mut Vec<u8>, base: usize, needs: &[N
                 *slot = rec.len() - 8 - 8 * n as usize;
             }
             (None, None) => {
-                push_quota_segment(rec);
+                push_quota_segment(rec, id);
                 *slot = rec.len() - 24;
             }
         }

@@ -5,7 +5,7 @@
 
 use super::record::{rd64, QuotaSeg, Ring};
 use super::store::Store;
-use crate::model::{Api, Operation, Product, Quota, RateLimit};
+use crate::model::{Api, Operation, Product, Quota, RateLimit, TokenLimit};
 use crate::reply::{self, Reply};
 
 /// One limit that applies to a request, borrowed from the model.
@@ -38,6 +38,25 @@ pub struct Plan<'g, 'v> {
     /// The subscription's record key and quota start.
     pub record_key: &'g str,
     pub start_ms: u64,
+    /// Token limits and the call's bound (none for a call that carries no tokens).
+    pub tokens: TokenPlan<'g>,
+}
+
+/// The token limits of one call (product's, API's) and the bound it reserves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokenPlan<'g> {
+    pub limits: [Option<&'g TokenLimit>; 2],
+    /// Tokens reserved at admission: the bound of the call.
+    pub cost: u64,
+}
+
+/// What an admission reserved, to settle when the response ends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenCharge {
+    pub admitted_ms: u64,
+    pub reserved: u64,
+    /// The quota period each limit counted in (0: that limit has no quota).
+    pub quota_periods: [u64; 2],
 }
 
 /// Everything the engine needs from the outside for one decision.
@@ -54,6 +73,10 @@ pub enum DenialKind {
     RateLimit,
     QuotaCalls,
     QuotaBandwidth,
+    /// A token limit's tokens per minute (429).
+    TokenRate,
+    /// A token limit's quota (403).
+    TokenQuota,
 }
 
 /// What the limits say about a request.
@@ -86,6 +109,8 @@ pub struct Grant {
     pub count_bandwidth: bool,
     /// Counter-table probes that found no free slot and shared a live one.
     pub shared_counter_slots: u32,
+    /// The tokens reserved, to settle when the response ends.
+    pub tokens: Option<TokenCharge>,
 }
 
 /// What [`check_at`] adds to the verdict, for a remote store that answers per limit.

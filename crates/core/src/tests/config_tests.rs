@@ -138,7 +138,7 @@ fn api_key_env_resolves_or_is_refused() {
     assert_eq!(e.field, "apis[0].backend_credentials[0].api_key_env");
     assert!(e.reason.contains("AML_KEY"));
     let gw = Gateway::from_json(v.to_string().as_bytes(), &Env(vec![("AML_KEY", "from-env")])).unwrap();
-    assert_eq!(gw.apis[0].credentials[0].authorization, "Bearer from-env");
+    assert_eq!(gw.apis[0].credentials[0].value, "Bearer from-env");
     let both = with(v, |v| v["apis"][0]["backend_credentials"][0]["api_key"] = json!("x"));
     assert_eq!(refused(&both).0, "apis[0].backend_credentials[0].api_key");
 }
@@ -173,7 +173,7 @@ fn other_fields_are_validated() {
 fn most_specific_credential_wins() {
     let gw = gateway(&demo());
     let api = &gw.apis[0];
-    let auth = |w: &str, s: &str| Gateway::credential(api, w.as_bytes(), s.as_bytes()).map(|c| c.authorization.as_str());
+    let auth = |w: &str, s: &str| Gateway::credential(api, w.as_bytes(), s.as_bytes()).map(|c| c.value.as_str());
     assert_eq!(auth("ws1", "svc1"), Some("Bearer ws1-svc1-key"));
     assert_eq!(auth("ws1", "svc2"), Some("Bearer ws1-key"));
     assert_eq!(auth("ws2", "svc1"), Some("Bearer any-key"));

@@ -33,6 +33,7 @@ fn forward<'g>(d: Decision<'g, 'g>) -> Forward<'g, 'g> {
         Decision::Forward(f) => f,
         Decision::Reply(r) => panic!("expected a forward, got {r:?}"),
         Decision::PassThrough { .. } => panic!("expected a forward, got a pass-through"),
+        Decision::ReadBody => panic!("expected a forward, got a request for the body"),
     }
 }
 
@@ -168,7 +169,7 @@ fn upstream_path_strips_suffix_and_key_only() {
     let v = view(&h);
     let f = forward(run(&gw, &v));
     assert_eq!(f.upstream_path, b"/workspaces/ws1/services/svc1/execute?api-version=2.0&x=a%20b&details=true");
-    assert_eq!(f.identity.authorization, "Bearer ws1-svc1-key");
+    assert_eq!(f.identity.credential.value, "Bearer ws1-svc1-key");
     let h = req("GET", "/other/ping/1?v=2&mode=fast&key=bob-1", &[]);
     let v = view(&h);
     let f = forward(run(&gw, &v));

@@ -78,8 +78,8 @@ fn check_request(gw: &Gateway, h: &[(Vec<u8>, Vec<u8>)], case: usize) {
     fwd.upstream_headers(gw, &req, &mut up);
     let api = id.api;
     let auth: Vec<&[u8]> = up.iter().filter(|(k, _)| k.eq_ignore_ascii_case(b"authorization")).map(|(_, v)| *v).collect();
-    assert_eq!(auth, vec![id.authorization.as_bytes()], "case {case}");
-    assert!(id.authorization.starts_with("Bearer "), "case {case}");
+    assert_eq!(auth, vec![id.credential.value.as_bytes()], "case {case}");
+    assert!(id.credential.value.starts_with("Bearer "), "case {case}");
     assert!(!up.iter().any(|(k, _)| k.eq_ignore_ascii_case(api.key_header_lc.as_bytes())), "case {case}: key header upstream");
     for (name, value) in [("x-mlgate-subscription-id", &id.sub.id), ("x-mlgate-product-id", &id.product.id)] {
         let got: Vec<&[u8]> = up.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| *v).collect();
