@@ -21,6 +21,9 @@
 
 use std::ffi::c_void;
 
+/// The body callbacks (`abi/body.rs`).
+pub mod body;
+
 /// `envoy_dynamic_module_type_module_buffer` / `…_envoy_buffer`: `{const char* ptr; size_t length;}`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -79,7 +82,7 @@ pub type FilterEnvoy = *mut c_void;
 pub const REQUEST_HEADER: u32 = 0;
 pub const RESPONSE_HEADER: u32 = 2;
 
-// envoy_dynamic_module_type_http_body_type
+// envoy_dynamic_module_type_http_body_type (the buffered ones: `body::`)
 pub const RECEIVED_REQUEST_BODY: u32 = 0;
 pub const RECEIVED_RESPONSE_BODY: u32 = 2;
 
@@ -98,7 +101,8 @@ pub const ATTR_CONNECTION_TLS_VERSION: u32 = 31;
 // envoy_dynamic_module_type_metrics_result
 pub const METRICS_SUCCESS: u32 = 0;
 
-// envoy_dynamic_module_type_on_http_filter_*_status
+// envoy_dynamic_module_type_on_http_filter_*_status: headers and trailers (a body hook's
+// stops are in `body::`; Continue is 0 in all six)
 pub const CONTINUE: u32 = 0;
 pub const STOP_ITERATION: u32 = 1;
 

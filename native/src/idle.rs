@@ -4,22 +4,6 @@ use super::abi;
 use std::ffi::c_void;
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _filter_envoy: abi::FilterEnvoy,
-    _filter_module: *const c_void,
-) -> u32 {
-    abi::CONTINUE
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _filter_envoy: abi::FilterEnvoy,
-    _filter_module: *const c_void,
-) -> u32 {
-    abi::CONTINUE
-}
-
-#[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     _filter_envoy: abi::FilterEnvoy,

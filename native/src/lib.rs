@@ -25,8 +25,9 @@
 //! | file | hooks |
 //! |---|---|
 //! | `program.rs` | load (the Envoy build check), `filter_config` compiled, filters created and destroyed |
-//! | `request.rs` | the request headers: local endpoints, `admit`, the `Outcome` as header edits |
-//! | `response.rs` | bodies, response headers, the end of the stream |
+//! | `request.rs` | the request judged: local endpoints, `admit`, the `Outcome` as header edits (and a new body) |
+//! | `body.rs` | bodies and trailers: a token-metered request held and judged with its body, body sizes, a metered response read for its usage |
+//! | `response.rs` | response headers, the end of the stream (usage, bandwidth, tokens settled) |
 //! | `metrics.rs` | the stats of events and usage slots, with in-process mirrors for the reports |
 //! | `state.rs` | what a configuration and a stream keep; the clocks and the panic guard |
 //! | `store.rs` | the process-wide limit table |
@@ -49,6 +50,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
+mod body;
 mod idle;
 mod metrics;
 mod program;

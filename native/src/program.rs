@@ -232,7 +232,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             Arc::increment_strong_count(ptr);
             Arc::from_raw(ptr)
         };
-        let st = Stream { config, acct: mlgate_envoy::stream::Accounting::default(), replied: false };
+        let st = Stream::new(config);
         Box::into_raw(Box::new(st)).cast_const().cast::<c_void>()
     })
 }

@@ -67,13 +67,40 @@ enum Plan<'g> {
     /// A refusal, with the filter state that records what it was matched to.
     Reply(Reply, Vec<(&'static str, String)>),
     Strip([Option<&'g str>; 2]),
+    /// The operation carries tokens: hold the request and judge it again with its body.
+    ReadBody,
     Forward {
         /// The core's header edits, copied out of Envoy's buffers (lower-case name, new values).
         edits: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
         exports: Vec<(&'static str, String)>,
         /// Applied to the stream's accounting once the edits went through.
         upstream: Forwarded,
+        /// A rewritten body that must replace the client's (a completion bound added).
+        body: Option<Vec<u8>>,
     },
+}
+
+/// Which hook judges the request: where its body is, for a rewritten one to replace it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum At {
+    /// The request headers (no body read; at the end of the stream, no body at all).
+    Headers,
+    /// The last request body hook: the body is the buffered one followed by the received
+    /// chunk, or only the received chunk when it is the buffered body (`same`). `complete`:
+    /// the body ended (else it passed `max_request_body_bytes` and is judged cut).
+    Body { same: bool, complete: bool },
+    /// The request trailers: the body is all buffered.
+    Trailers,
+}
+
+impl At {
+    /// What the hook returns once a local reply went out.
+    pub(crate) fn stopped(self) -> u32 {
+        match self {
+            At::Body { .. } => abi::body::STOP_ITERATION_NO_BUFFER,
+            At::Headers | At::Trailers => abi::STOP_ITERATION,
+        }
+    }
 }
 
 /// # Safety
@@ -82,25 +109,39 @@ enum Plan<'g> {
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter_envoy: abi::FilterEnvoy,
     filter_module: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     #[cfg(feature = "empty-module")]
     if std::hint::black_box(true) {
         // Benchmark builds only: nothing but the boundary (see Cargo.toml).
         return abi::CONTINUE;
     }
+    // SAFETY: the pointers this hook was given, passed on unchanged.
+    unsafe { judging(filter_envoy, filter_module, At::Headers, |f, st| on_request_headers(f, st, end_of_stream)) }
+}
+
+/// Runs a hook that judges the request. A panic is caught and answered 503 unless a reply
+/// already went out (the request was not judged, so it is never forwarded); a second panic
+/// there is caught too, and the stream is left stopped (Envoy's timeouts end it).
+///
+/// # Safety
+/// The pointers a request hook was given (see the hooks' contract).
+pub(crate) unsafe fn judging(
+    filter_envoy: abi::FilterEnvoy,
+    filter_module: *const c_void,
+    at: At,
+    hook: impl FnOnce(&mut Filter, &mut Stream) -> u32,
+) -> u32 {
     let caught = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
         // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
         // its worker, one at a time; both are used only within this hook.
         let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
-        let Some(st) = st else { return abi::STOP_ITERATION };
-        on_request_headers(&mut f, st)
+        let Some(st) = st else { return at.stopped() };
+        hook(&mut f, st)
     }));
     caught.unwrap_or_else(|_| {
-        // The panic is caught; answer 503 unless a reply already went out. A second panic
-        // here is caught too, and the stream is left stopped (Envoy's timeouts end it).
-        guard(abi::STOP_ITERATION, || {
+        guard(at.stopped(), || {
             // SAFETY: as above (the same hook's pointers); the closure that panicked has
             // dropped its references, so this is again the only one.
             let (mut f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
@@ -108,46 +149,67 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 if let Some(id) = st.config.stats.panics {
                     f.increment_metric(id, false, 1);
                 }
+                st.reading_body = None;
                 if !st.replied {
                     send_reply(&mut f, st, &panic_reply());
                 }
             }
-            abi::STOP_ITERATION
+            at.stopped()
         })
     })
 }
 
-fn on_request_headers(f: &mut Filter, st: &mut Stream) -> u32 {
+fn on_request_headers(f: &mut Filter, st: &mut Stream, end_of_stream: bool) -> u32 {
     let config = Arc::clone(&st.config);
+    match decide(f, st, &config, None) {
+        // No body will come: judge it as empty.
+        Plan::ReadBody if end_of_stream => {
+            let plan = decide(f, st, &config, Some(&[]));
+            apply(f, st, plan, At::Headers)
+        }
+        // Held (headers and body) until the body hooks have it whole.
+        Plan::ReadBody => abi::STOP_ITERATION,
+        plan => apply(f, st, plan, At::Headers),
+    }
+}
+
+/// The request judged again with its body (`body`: all of it, or its first
+/// `max_request_body_bytes + 1` bytes), and the outcome applied as the headers hook applies it.
+pub(crate) fn judge_with_body(f: &mut Filter, st: &mut Stream, body: &[u8], at: At) -> u32 {
+    let config = Arc::clone(&st.config);
+    let plan = decide(f, st, &config, Some(body));
+    apply(f, st, plan, at)
+}
+
+/// Local endpoints, then `admit` (while Envoy's header buffers are borrowed).
+fn decide<'g>(f: &Filter, st: &mut Stream, config: &'g Config, body: Option<&[u8]>) -> Plan<'g> {
     let gw = &config.gateway;
-    let plan = {
-        let Some(headers) = f.headers(abi::REQUEST_HEADER) else {
-            send_reply(f, st, &mlgate_core::reply::internal_error());
-            return abi::STOP_ITERATION;
-        };
-        let req = Request::from_headers(&headers);
-        #[cfg(any(test, feature = "fault-injection"))]
-        if req.header(b"x-mlgate-fault") == Some(b"panic") {
-            // Test builds only: a panic inside the hook, to see it caught at the boundary.
-            #[allow(clippy::panic)]
-            {
-                panic!("x-mlgate-fault: panic");
-            }
-        }
-        // One clock reading: the decision's time and the start of the call's apiTime.
-        let (start, now) = (now_ns(), now_ms());
-        // Local endpoints (portal, admin) answer here: never forwarded, never counted.
-        // Without any in the configuration this is the one check the request pays.
-        let local_reply =
-            if local::any(gw) { local::serve(gw, &req, now, &mut NativeLocal { store: ProcessStore, usage: &config.usage }) } else { None };
-        if let Some(r) = local_reply {
-            Plan::Local(r)
-        } else {
-            judge(f, st, &config, &headers, &req, start, now)
-        }
+    let Some(headers) = f.headers(abi::REQUEST_HEADER) else {
+        return Plan::Local(mlgate_core::reply::internal_error());
     };
-    // Envoy's header buffers are no longer borrowed: the map may change from here on.
-    apply(f, st, plan)
+    let mut req = Request::from_headers(&headers);
+    req.body = body;
+    #[cfg(any(test, feature = "fault-injection"))]
+    if req.header(b"x-mlgate-fault") == Some(b"panic") {
+        // Test builds only: a panic inside the hook, to see it caught at the boundary.
+        #[allow(clippy::panic)]
+        {
+            panic!("x-mlgate-fault: panic");
+        }
+    }
+    // One clock reading: the decision's time and the start of the call's apiTime (for a
+    // request held while its body was read, the start is when its headers came).
+    let (now_start, now) = (now_ns(), now_ms());
+    let start = st.reading_body.take().unwrap_or(now_start);
+    // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
+    // any in the configuration this is the one check the request pays (and a request judged
+    // with its body was no local endpoint's the first time).
+    if body.is_none() && local::any(gw) {
+        if let Some(r) = local::serve(gw, &req, now, &mut NativeLocal { store: ProcessStore, usage: &config.usage }) {
+            return Plan::Local(r);
+        }
+    }
+    judge(f, st, config, &headers, &req, start, now)
 }
 
 /// `admit`, and what to do with its outcome (while the request headers are borrowed).
@@ -168,21 +230,28 @@ fn judge<'g>(
         // The access log's record of a refusal: what it was matched to.
         Outcome::Reply(r) => Plan::Reply(r, export::refused(gw, &events.matched, gw.settings.export_metadata)),
         Outcome::PassThrough { strip } => Plan::Strip(strip),
-        // TODO(native bodies): read the body and judge again.
-        Outcome::ReadBody => Plan::Reply(mlgate_core::reply::internal_error(), Vec::new()),
-        Outcome::Forward(fwd) => {
+        // The native host holds the headers too, and applies the second judgement whole.
+        Outcome::ReadBody(_) if req.body.is_none() => {
+            st.reading_body = Some(start_ns);
+            Plan::ReadBody
+        }
+        // Asked for the body it was given: never forwarded unjudged.
+        Outcome::ReadBody(_) => Plan::Local(mlgate_core::reply::internal_error()),
+        Outcome::Forward(mut fwd) => {
             let mut upstream = Vec::with_capacity(headers.len() + 3);
             fwd.upstream_headers(gw, req, &mut upstream);
-            Plan::Forward {
-                // The ABI sets or removes one name at a time (no whole-map replace): the names
-                // whose values differ, as the core computes them for the Wasm host too.
-                edits: mlgate_core::header_edits(headers, &upstream)
-                    .into_iter()
-                    .map(|e| (e.name.to_ascii_lowercase(), e.values.into_iter().map(<[u8]>::to_vec).collect()))
-                    .collect(),
-                exports: export::properties(gw.settings.export_metadata, &fwd.identity),
-                upstream: Forwarded::of(gw, &fwd),
-            }
+            // The ABI sets or removes one name at a time (no whole-map replace): the names
+            // whose values differ, as the core computes them for the Wasm host too.
+            let edits = mlgate_core::header_edits(headers, &upstream)
+                .into_iter()
+                .map(|e| (e.name.to_ascii_lowercase(), e.values.into_iter().map(<[u8]>::to_vec).collect()))
+                .collect();
+            drop(upstream);
+            let plan_upstream = Forwarded::of(gw, &fwd);
+            let exports = export::properties(gw.settings.export_metadata, &fwd.identity);
+            // Taken once the headers that depend on it (no content-length) were planned.
+            let body = fwd.tokens.as_mut().and_then(|t| t.body.take());
+            Plan::Forward { edits, exports, upstream: plan_upstream, body }
         }
     }
 }
@@ -198,16 +267,16 @@ fn set_exports(f: &Filter, exports: &[(&'static str, String)]) {
     }
 }
 
-fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
+fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>, at: At) -> u32 {
     match plan {
         Plan::Local(r) => {
             send_reply(f, st, &r);
-            abi::STOP_ITERATION
+            at.stopped()
         }
         Plan::Reply(r, exports) => {
             set_exports(f, &exports);
             send_reply(f, st, &r);
-            abi::STOP_ITERATION
+            at.stopped()
         }
         Plan::Strip(strip) => {
             for name in strip.iter().flatten() {
@@ -215,8 +284,14 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
             }
             abi::CONTINUE
         }
-        Plan::Forward { edits, exports, upstream } => {
-            let mut ok = true;
+        // Judged with a body and asked for one: never forwarded unjudged.
+        Plan::ReadBody => {
+            send_reply(f, st, &mlgate_core::reply::internal_error());
+            at.stopped()
+        }
+        Plan::Forward { edits, exports, upstream, body } => {
+            // A body cut at `max_request_body_bytes` is never forwarded (the core refuses it).
+            let mut ok = !matches!(at, At::Body { complete: false, .. });
             for (name, values) in &edits {
                 let mut values = values.iter();
                 ok &= f.set_header(abi::REQUEST_HEADER, name, values.next().map(Vec::as_slice));
@@ -224,10 +299,14 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
                     ok &= f.add_header(abi::REQUEST_HEADER, name, v);
                 }
             }
+            if let Some(body) = &body {
+                ok = ok && replace_body(f, at, body);
+            }
             if !ok {
-                // Never forward a request whose key and credentials were not rewritten.
+                // Never forward a request whose key and credentials were not rewritten, nor
+                // one whose body lacks the bound its reservation counted on.
                 send_reply(f, st, &mlgate_core::reply::internal_error());
-                return abi::STOP_ITERATION;
+                return at.stopped();
             }
             // The route is chosen again for the rewritten :authority and :path (as the Wasm
             // host's header edits make Envoy do).
@@ -236,5 +315,23 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>) -> u32 {
             st.acct.went_upstream(upstream);
             abi::CONTINUE
         }
+    }
+}
+
+/// Replaces the request body with `new`, wherever the judging hook finds it (see [`At`]):
+/// what Envoy holds is drained, and `new` appended where it will go upstream from.
+fn replace_body(f: &mut Filter, at: At, new: &[u8]) -> bool {
+    use abi::body::BUFFERED_REQUEST_BODY as BUFFERED;
+    use abi::RECEIVED_REQUEST_BODY as RECEIVED;
+    // Draining what is absent fails; there is nothing to drain then.
+    let drain = |f: &mut Filter, t: u32| f.body_size(t) == 0 || f.drain_body(t, usize::MAX);
+    match at {
+        // No body came: `new` is the body (Envoy sends a body a filter adds to a headers-only
+        // request).
+        At::Headers => new.is_empty() || f.append_body(BUFFERED, new),
+        // Continuing moves the received chunk after the buffered body: the buffered one
+        // emptied, the received one replaced.
+        At::Body { same, .. } => (same || drain(f, BUFFERED)) && drain(f, RECEIVED) && (new.is_empty() || f.append_body(RECEIVED, new)),
+        At::Trailers => drain(f, BUFFERED) && (new.is_empty() || f.append_body(BUFFERED, new)),
     }
 }

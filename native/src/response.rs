@@ -1,56 +1,15 @@
-//! Bodies, response headers and the end of the stream: body sizes for the usage metrics and
-//! the bandwidth quota, the limits' response headers, and the finished call counted.
+//! Response headers and the end of the stream: the limits' response headers, the response of
+//! a metered call set up for reading its token usage, and the finished call counted, its body
+//! bytes against a bandwidth quota and its tokens settled.
 
 use crate::abi;
 use crate::state::{guard, now_ms, now_ns, stream};
 use crate::store::ProcessStore;
 use abi::Filter;
+use mlgate_core::admit::tokens::settle;
 use mlgate_core::record_bandwidth;
 use std::ffi::c_void;
 use std::sync::Arc;
-
-/// # Safety
-/// The pointers a body hook was given (see the hooks' contract).
-unsafe fn add_body(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void, body_type: u32) {
-    guard((), || {
-        // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
-        // destroyed) and the pointer on_http_filter_new returned, and runs one filter's hooks on
-        // its worker, one at a time; both are used only within this hook.
-        let (f, st) = unsafe { (Filter::new(filter_envoy), stream(filter_module)) };
-        let Some(st) = st else { return };
-        let response = body_type == abi::RECEIVED_RESPONSE_BODY;
-        // The size is asked only when the bytes count somewhere.
-        if st.acct.counts_body(response) {
-            st.acct.body(f.body_size(body_type) as u64, response);
-        }
-    })
-}
-
-/// # Safety
-/// As `envoy_dynamic_module_on_http_filter_request_headers`.
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    filter_envoy: abi::FilterEnvoy,
-    filter_module: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    // SAFETY: the pointers this hook was given, passed on unchanged.
-    unsafe { add_body(filter_envoy, filter_module, abi::RECEIVED_REQUEST_BODY) };
-    abi::CONTINUE
-}
-
-/// # Safety
-/// As `envoy_dynamic_module_on_http_filter_request_headers`.
-#[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    filter_envoy: abi::FilterEnvoy,
-    filter_module: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    // SAFETY: the pointers this hook was given, passed on unchanged.
-    unsafe { add_body(filter_envoy, filter_module, abi::RECEIVED_RESPONSE_BODY) };
-    abi::CONTINUE
-}
 
 /// # Safety
 /// As `envoy_dynamic_module_on_http_filter_request_headers`.
@@ -58,7 +17,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter_envoy: abi::FilterEnvoy,
     filter_module: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> u32 {
     guard(abi::CONTINUE, || {
         // SAFETY: abi.h: Envoy passes this stream's filter pointer (valid until the filter is
@@ -70,6 +29,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
             let (now, status) = if st.acct.upstream() { (now_ns(), f.header(abi::RESPONSE_HEADER, b":status")) } else { (0, None) };
             for (k, v) in st.acct.response_started(now, status.as_deref()) {
                 f.add_header(abi::RESPONSE_HEADER, k.as_bytes(), v.as_bytes());
+            }
+            // A call that carries tokens: its content type says how to read its usage, and
+            // whether to hold it whole (the headers too) to add what it consumed.
+            if st.acct.metering() {
+                let config = Arc::clone(&st.config);
+                let content_type = f.header(abi::RESPONSE_HEADER, b"content-type");
+                st.holding_response = st.acct.meter_response(&config.gateway, content_type.as_deref()) && !end_of_stream;
+                if st.holding_response {
+                    return abi::STOP_ITERATION;
+                }
             }
         }
         abi::CONTINUE
@@ -92,6 +61,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(fil
         let ended = st.acct.end(now);
         if let Some(call) = ended.call {
             config.usage.record(&f, &config.gateway, &call);
+        }
+        if let Some((metered, usage)) = ended.tokens {
+            // The reservation settled to the usage the backend reported (kept whole without one).
+            let events = settle(&config.gateway, &metered, usage, now_ms(), &mut ProcessStore);
+            config.stats.count(&f, &events);
         }
         let Some((sub, bytes)) = ended.bandwidth else { return };
         let events = record_bandwidth(&config.gateway, sub, bytes, now_ms(), &mut ProcessStore);

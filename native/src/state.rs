@@ -23,6 +23,17 @@ pub(crate) struct Stream {
     pub(crate) acct: Accounting,
     /// A local reply was sent (never send a second one, even after a panic).
     pub(crate) replied: bool,
+    /// The request is held while its body is read (an operation that carries tokens), since
+    /// this clock reading: the start of the call's apiTime when it is judged with the body.
+    pub(crate) reading_body: Option<u64>,
+    /// The response is held until it ends (to add `tokens_consumed_header`).
+    pub(crate) holding_response: bool,
+}
+
+impl Stream {
+    pub(crate) fn new(config: Arc<Config>) -> Stream {
+        Stream { config, acct: Accounting::default(), replied: false, reading_body: None, holding_response: false }
+    }
 }
 
 /// Nanoseconds of a monotonic clock (from the module's first reading): the stream accounting's

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::abi::{Buffer, Header};
+use crate::body::*;
 use crate::metrics::MIRRORS;
 use crate::program::*;
 use crate::request::*;
@@ -23,6 +24,11 @@ struct Fake {
     filter_state: HashMap<Vec<u8>, Vec<u8>>,
     source_address: Option<Vec<u8>>,
     body_size: usize,
+    /// Chunks of each body type (received request, buffered request, received response,
+    /// buffered response); `bodies.rs` has their callbacks.
+    bodies: [Vec<Vec<u8>>; 4],
+    /// The received chunk is the buffered body (request, response).
+    same: [bool; 2],
     route_cleared: u32,
     metric_names: Vec<(String, bool)>,
     metrics: HashMap<usize, u64>,
@@ -142,8 +148,12 @@ extern "C" fn envoy_dynamic_module_callback_http_clear_route_cache(_f: abi::Filt
 }
 
 #[no_mangle]
-extern "C" fn envoy_dynamic_module_callback_http_get_body_size(_f: abi::FilterEnvoy, _t: u32) -> usize {
-    fake(|f| f.body_size)
+extern "C" fn envoy_dynamic_module_callback_http_get_body_size(_f: abi::FilterEnvoy, t: u32) -> usize {
+    // `body_size` stands for a received body given no chunks.
+    fake(|f| match &f.bodies[t as usize] {
+        b if b.is_empty() && (t == abi::RECEIVED_REQUEST_BODY || t == abi::RECEIVED_RESPONSE_BODY) => f.body_size,
+        b => b.iter().map(Vec::len).sum(),
+    })
 }
 
 #[no_mangle]
@@ -324,6 +334,8 @@ fn run_request(headers: &[(&'static str, String)], cfg: *const c_void) -> (*cons
 }
 
 // ---- tests -------------------------------------------------------------------------------------
+
+mod bodies;
 
 #[test]
 fn envoy_build_is_read_from_the_executable() {
