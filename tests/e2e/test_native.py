@@ -42,7 +42,10 @@ CALLBACKS = {f"envoy_dynamic_module_callback_{c}" for c in (
     "http_send_response", "http_clear_route_cache", "http_get_body_size", "http_set_filter_state_bytes",
     "http_filter_get_attribute_string", "http_filter_config_define_counter", "http_filter_config_define_gauge",
     "http_filter_config_define_histogram", "http_filter_increment_counter", "http_filter_increment_gauge",
-    "http_filter_set_gauge", "http_filter_record_histogram_value")}
+    "http_filter_set_gauge", "http_filter_record_histogram_value",
+    # Bodies of calls that carry tokens (issue 19): read, replaced, and the buffered ones.
+    "http_get_body_chunks_size", "http_get_body_chunks", "http_drain_body", "http_append_body",
+    "http_received_buffered_request_body", "http_received_buffered_response_body")}
 
 
 def config(product: dict | None = None, api: dict | None = None, subs=("alice",), **top) -> dict:

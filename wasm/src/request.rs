@@ -59,14 +59,23 @@ fn reply(st: &mut Stream, r: &Reply) {
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::RequestHeaders);
-    with_stream(id, |st| match on_request_headers(id, st, None) {
-        // No body will come: judge it as empty.
-        Verdict::ReadBody if end_of_stream => on_request_headers(id, st, Some(&[])).code(),
-        Verdict::ReadBody => {
-            st.reading_body = true;
-            PAUSE
+    with_stream(id, |st| {
+        let Some(buf) = abi::header_map(abi::REQUEST_HEADERS) else {
+            send_reply(&reply::internal_error());
+            return PAUSE;
+        };
+        // No body will come: a call that carries tokens is judged with an empty one at once.
+        let body: Option<&[u8]> = if end_of_stream { Some(&[]) } else { None };
+        match judge(id, st, &buf, body, false) {
+            Verdict::ReadBody => {
+                // The rewritten headers went on; the body is held until it is whole, then the
+                // call is judged again with it (and these headers: Envoy no longer has them).
+                st.reading_body = true;
+                st.held_headers = Some(buf);
+                CONTINUE
+            }
+            v => v.code(),
         }
-        v => v.code(),
     })
     .unwrap_or(CONTINUE)
 }
@@ -77,7 +86,7 @@ pub(crate) enum Verdict {
     Continue,
     /// Stopped: a reply went out, or the request waits (for a remote store).
     Pause,
-    /// Hold the request and judge it again with its whole body.
+    /// The headers went on rewritten; judge the call again once its body is whole.
     ReadBody,
 }
 
@@ -91,17 +100,23 @@ impl Verdict {
     }
 }
 
-/// The request judged: from its headers (`body: None`), or again with its whole body.
-pub(crate) fn on_request_headers(id: u32, st: &mut Stream, body: Option<&[u8]>) -> Verdict {
+/// The second judgement of a call that carries tokens, with its whole body.
+pub(crate) fn judge_body(id: u32, st: &mut Stream, body: &[u8]) -> Verdict {
+    let Some(buf) = st.held_headers.take() else {
+        reply(st, &reply::internal_error());
+        return Verdict::Pause;
+    };
+    judge(id, st, &buf, Some(body), true)
+}
+
+/// The request judged from its header map `buf` (and its body, once read). `headers_sent`: the
+/// rewritten headers already went on (the body phase of a call that carries tokens).
+fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent: bool) -> Verdict {
     let Some(gw) = st.gateway.clone() else {
         send_reply(&reply::internal_error());
         return Verdict::Pause;
     };
-    let Some(buf) = abi::header_map(abi::REQUEST_HEADERS) else {
-        send_reply(&reply::internal_error());
-        return Verdict::Pause;
-    };
-    let headers = abi::parse_header_map(&buf);
+    let headers = abi::parse_header_map(buf);
     let mut req = Request::from_headers(&headers);
     req.body = body;
     #[cfg(feature = "fault-injection")]
@@ -144,7 +159,15 @@ pub(crate) fn on_request_headers(id: u32, st: &mut Stream, body: Option<&[u8]>) 
             }
             Verdict::Continue
         }
-        Outcome::ReadBody => Verdict::ReadBody,
+        Outcome::ReadBody(fwd) => {
+            let mut upstream = Vec::with_capacity(headers.len() + 3);
+            fwd.upstream_headers(&gw, &req, &mut upstream);
+            if !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
+                reply(st, &reply::internal_error());
+                return Verdict::Pause;
+            }
+            Verdict::ReadBody
+        }
         Outcome::Forward(fwd) => {
             // One host call for the whole rewrite (each crossing costs more than the planning).
             let mut upstream = Vec::with_capacity(headers.len() + 3);
@@ -154,7 +177,7 @@ pub(crate) fn on_request_headers(id: u32, st: &mut Stream, body: Option<&[u8]>) 
                 (Some(b), Some(old)) => abi::set_buffer(abi::REQUEST_BODY, old.len(), b),
                 _ => true,
             };
-            if !body_ok || !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
+            if !body_ok || (!headers_sent && !abi::set_header_map(abi::REQUEST_HEADERS, &upstream)) {
                 // Never forward a request whose key and credentials were not rewritten, nor
                 // one whose body lacks the bound its reservation counted on.
                 reply(st, &reply::internal_error());
@@ -178,7 +201,13 @@ fn resume(token: u32, answer: Result<Vec<u8>, u32>) {
         rls::forget(stream);
         return;
     }
-    let verdict = with_stream(stream, |st| on_request_headers(stream, st, None));
+    let verdict = with_stream(stream, |st| match abi::header_map(abi::REQUEST_HEADERS) {
+        Some(buf) => judge(stream, st, &buf, None, false),
+        None => {
+            reply(st, &reply::internal_error());
+            Verdict::Pause
+        }
+    });
     rls::unwait(stream);
     if verdict == Some(Verdict::Continue) {
         abi::continue_request();

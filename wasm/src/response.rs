@@ -1,10 +1,10 @@
 //! The rest of a stream: the request body of a call that carries tokens (read whole, then
 //! judged), body sizes, the response headers (the limits' headers added), the response of a
-//! metered call read for its usage, and `proxy_on_log`, where the finished call is counted in
+//! metered call read for its usage as it passes, and `proxy_on_log`, where the finished call is counted in
 //! the usage metrics, its body bytes against a bandwidth quota and its tokens settled.
 
-use super::abi::{self, CONTINUE, PAUSE, STOP_AND_BUFFER};
-use super::request::on_request_headers;
+use super::abi::{self, CONTINUE, STOP_AND_BUFFER};
+use super::request::judge_body;
 use super::store::SharedData;
 use super::streams::{with_stream, Stream};
 use super::{profile, rls};
@@ -28,8 +28,10 @@ pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: boo
 }
 
 /// A call that carries tokens: the body is held until it is whole (`size` is all of it so
-/// far), then the request is judged with it. A body past `max_request_body_bytes` is judged at
-/// once with one byte more than the limit (the core refuses it) instead of being held further.
+/// far), then the call is judged with it: released (perhaps rewritten) or refused, which
+/// resets the upstream request before any of the body reached it. A body past
+/// `max_request_body_bytes` is judged at once with one byte more than the limit (the core
+/// refuses it) instead of being held further.
 fn read_body(id: u32, st: &mut Stream, size: usize, end_of_stream: bool) -> u32 {
     let max = st.gateway.as_ref().map_or(0, |g| g.settings.max_request_body_bytes as usize);
     if size <= max && !end_of_stream {
@@ -37,35 +39,23 @@ fn read_body(id: u32, st: &mut Stream, size: usize, end_of_stream: bool) -> u32 
     }
     st.reading_body = false;
     let body = abi::buffer(abi::REQUEST_BODY, size.min(max.saturating_add(1))).unwrap_or_default();
-    let verdict = on_request_headers(id, st, Some(&body));
+    let verdict = judge_body(id, st, &body);
     st.acct.body(size as u64, false);
     verdict.code()
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_body(id: u32, size: usize, end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseBody);
     with_stream(id, |st| {
         if !st.acct.metering() {
             st.acct.body(size as u64, true);
             return CONTINUE;
         }
-        if st.holding_response && !end_of_stream {
-            // `size` is the whole body so far; read once it ends.
-            return STOP_AND_BUFFER;
-        }
         if let Some(chunk) = abi::buffer(abi::RESPONSE_BODY, size) {
             st.acct.response_chunk(&chunk);
         }
         st.acct.body(size as u64, true);
-        if st.holding_response {
-            st.holding_response = false;
-            if let Some(gw) = st.gateway.clone() {
-                for (k, v) in st.acct.consumed_headers(&gw) {
-                    abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
-                }
-            }
-        }
         CONTINUE
     })
     .unwrap_or(CONTINUE)
@@ -76,7 +66,7 @@ fn add_body(id: u32, size: usize, response: bool) {
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, end_of_stream: bool) -> u32 {
+pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseHeaders);
     with_stream(id, |st| {
         // The clock and `:status` are read only for a call that went upstream.
@@ -85,18 +75,16 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, end_of_str
         for (k, v) in st.acct.response_started(now_ns, status.as_deref()) {
             abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
         }
-        if !st.acct.metering() {
-            return CONTINUE;
+        if st.acct.metering() {
+            if let Some(gw) = st.gateway.clone() {
+                let content_type = abi::header_value(abi::RESPONSE_HEADERS, "content-type");
+                // Never held: proxy-wasm stops a response's body callbacks with its headers, so
+                // the Wasm form cannot add `tokens_consumed_header` after reading the usage
+                // (the dynamic module does).
+                let _hold = st.acct.meter_response(&gw, content_type.as_deref());
+            }
         }
-        let Some(gw) = st.gateway.clone() else { return CONTINUE };
-        let content_type = abi::header_value(abi::RESPONSE_HEADERS, "content-type");
-        let hold = st.acct.meter_response(&gw, content_type.as_deref());
-        st.holding_response = hold && !end_of_stream;
-        if st.holding_response {
-            PAUSE
-        } else {
-            CONTINUE
-        }
+        CONTINUE
     })
     .unwrap_or(CONTINUE)
 }

@@ -27,10 +27,10 @@ pub(crate) struct Stream {
     pub(crate) started_ns: Option<u64>,
     /// The usage measure, bandwidth and response headers (shared with the dynamic module).
     pub(crate) acct: Accounting,
-    /// The request is held while its body is read (an operation that carries tokens).
+    /// The body is held while it is read (an operation that carries tokens), with the request
+    /// headers as they arrived (Envoy's map is gone once the headers went on).
     pub(crate) reading_body: bool,
-    /// The response is held until it ends (to add `tokens_consumed_header`).
-    pub(crate) holding_response: bool,
+    pub(crate) held_headers: Option<Vec<u8>>,
 }
 
 thread_local! {
@@ -85,15 +85,7 @@ pub extern "C" fn proxy_on_context_create(id: u32, parent: u32) {
         if let Ok(mut m) = s.try_borrow_mut() {
             m.insert(
                 id,
-                Stream {
-                    gateway,
-                    stats,
-                    usage,
-                    started_ns: None,
-                    acct: Accounting::default(),
-                    reading_body: false,
-                    holding_response: false,
-                },
+                Stream { gateway, stats, usage, started_ns: None, acct: Accounting::default(), reading_body: false, held_headers: None },
             );
         }
     });

@@ -110,7 +110,7 @@ pub fn run_full(gw: &Gateway, store: &mut dyn Store, now: u64, h: &[(Vec<u8>, Ve
         Outcome::Reply(r) => Got { status: r.status, reply: Some(r), response_headers: vec![], count_bandwidth: false, events },
         Outcome::PassThrough { .. } => Got { status: 0, reply: None, response_headers: vec![], count_bandwidth: false, events },
         // 100 Continue: the host would read the body and judge the request again.
-        Outcome::ReadBody => Got { status: 100, reply: None, response_headers: vec![], count_bandwidth: false, events },
+        Outcome::ReadBody(_) => Got { status: 100, reply: None, response_headers: vec![], count_bandwidth: false, events },
         Outcome::Forward(f) => {
             Got { status: 200, reply: None, response_headers: f.response_headers(gw), count_bandwidth: f.grant.count_bandwidth, events }
         }

@@ -157,7 +157,9 @@ fn stat_names_carry_labels_and_no_subscription_unless_asked() {
     assert!(defs.iter().all(|(_, _, n)| !n.contains("success") && !n.contains("service")));
     // Histograms are the two time metrics, per outcome.
     let full = gw.usage_definitions(gw.usage_slot(&usage::Matched { api: Some(0), op: Some(0), sub: Some(0) }).unwrap());
-    assert_eq!(full.len(), usage::METRICS);
+    // Every metric but the token counters (this operation carries no tokens).
+    assert_eq!(full.len(), usage::METRICS - 2);
+    assert!(!full.iter().any(|(_, _, n)| n.contains("tokens")));
     assert_eq!(full.iter().filter(|(_, k, _)| *k == Kind::Histogram).count(), 8);
     assert_eq!(full.iter().filter(|(_, k, _)| *k == Kind::Gauge).count(), 4);
 

@@ -44,7 +44,7 @@ fn got(gw: &Gateway, a: Admission<'_, '_>) -> Got {
     match a.outcome {
         Outcome::Reply(r) => Got { status: r.status, reply: Some(r), response_headers: vec![], count_bandwidth: false, events: a.events },
         Outcome::PassThrough { .. } => Got { status: 0, reply: None, response_headers: vec![], count_bandwidth: false, events: a.events },
-        Outcome::ReadBody => panic!("no operation here carries tokens"),
+        Outcome::ReadBody(_) => panic!("no operation here carries tokens"),
         Outcome::Forward(f) => Got {
             status: 200,
             reply: None,

@@ -114,7 +114,13 @@ pub fn admit_with<'g, 'r>(
 
     let (token_plan, new_body, stream) = match tokens::bound(gw, &identity, req) {
         tokens::Step::Go(plan, body, stream) => (plan, body, stream),
-        tokens::Step::ReadBody => return Some(Admission { outcome: Outcome::ReadBody, events: Events::default() }),
+        tokens::Step::ReadBody => {
+            let upstream_path = rewrite::upstream_path(identity.api, identity.rest, identity.query);
+            let metered = tokens::Metered { sub: identity.sub_index, api: identity.api_index, charge: None };
+            let tokens = Some(Box::new(tokens::TokenForward { body: None, stream: false, metered }));
+            let fwd = Forward { identity, upstream_path, grant: Grant::default(), tokens };
+            return Some(Admission { outcome: Outcome::ReadBody(fwd), events: Events::default() });
+        }
         tokens::Step::Refuse(r, e) => {
             events.add(e, 1);
             return Some(Admission { outcome: Outcome::Reply(r), events });

@@ -15,10 +15,17 @@ pub enum Outcome<'g, 'r> {
     PassThrough { strip: [Option<&'g str>; 2] },
     /// Authenticated, matched and within limits: rewrite and send upstream.
     Forward(Forward<'g, 'r>),
-    /// The operation carries tokens and the body is not read yet: hold the request, read the
-    /// whole body (at most `max_request_body_bytes`), and judge it again with the body. Nothing
-    /// was counted.
-    ReadBody,
+    /// The operation carries tokens and the body is not read yet: read the whole body (at most
+    /// `max_request_body_bytes`) and judge the request again with it. Nothing was counted.
+    ///
+    /// The forward is the rewrite of the request's headers (key checked, credential, path),
+    /// without limits decided. A host that can hold the headers while it reads the body (the
+    /// dynamic module: Envoy's `StopIteration`) holds them and applies the second judgement's
+    /// outcome whole. The Wasm host cannot (proxy-wasm turns a stopped header callback into
+    /// "stop everything", body callbacks included), so it sends these headers on now and holds
+    /// the body: the second judgement then releases the body (perhaps rewritten) or refuses
+    /// the call, which resets the upstream request before any body reached it.
+    ReadBody(Forward<'g, 'r>),
 }
 
 /// The outcome and the events to count, whatever the outcome.

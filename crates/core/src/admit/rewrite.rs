@@ -33,20 +33,19 @@ impl Forward<'_, '_> {
     /// of `authorization` and the identity headers, with `:path` and `:authority` rewritten,
     /// then the backend key and the caller's identity.
     /// For a call that carries tokens, `accept-encoding` goes too (mlgate reads the usage in
-    /// the response, so it must not come compressed), and `content-length` when the body is
-    /// rewritten (Envoy frames the new body).
+    /// the response, so it must not come compressed), and `content-length` (its body may be
+    /// rewritten after these headers went on: Envoy frames whatever body follows).
     pub fn upstream_headers<'a>(&'a self, gw: &'a Gateway, req: &'a Request<'_>, out: &mut Vec<(&'a [u8], &'a [u8])>) {
         let s = &gw.settings;
         let id = &self.identity;
         let api = id.api;
         let metered = self.tokens.is_some();
-        let new_body = self.tokens.as_ref().is_some_and(|t| t.body.is_some());
         for (k, v) in req.headers {
             let value: &[u8] = match *k {
                 b":path" => &self.upstream_path,
                 b":authority" => api.service_authority.as_bytes(),
                 b"accept-encoding" if metered => continue,
-                b"content-length" if new_body => continue,
+                b"content-length" if metered => continue,
                 _ if k.eq_ignore_ascii_case(b"authorization")
                     || k.eq_ignore_ascii_case(id.credential.header.as_bytes())
                     || k.eq_ignore_ascii_case(api.key_header_lc.as_bytes())

@@ -33,7 +33,7 @@ fn forward<'g>(d: Decision<'g, 'g>) -> Forward<'g, 'g> {
         Decision::Forward(f) => f,
         Decision::Reply(r) => panic!("expected a forward, got {r:?}"),
         Decision::PassThrough { .. } => panic!("expected a forward, got a pass-through"),
-        Decision::ReadBody => panic!("expected a forward, got a request for the body"),
+        Decision::ReadBody(_) => panic!("expected a forward, got a request for the body"),
     }
 }
 

@@ -74,7 +74,7 @@ fn call_with(gw: &Gateway, store: &mut MemStore, now: u64, key: &str, body: Opti
                 events,
             }
         }
-        Outcome::ReadBody => {
+        Outcome::ReadBody(_) => {
             Call { status: 100, message: String::new(), headers: vec![], metered: None, upstream: vec![], body: None, events }
         }
         Outcome::PassThrough { .. } => panic!("no pass-through here"),
@@ -119,11 +119,10 @@ fn a_call_reserves_its_bound_and_goes_up_with_the_backend_key() {
     assert_eq!(up(b"api-key"), vec![b"sk-1".to_vec()], "the client's copy is replaced by the backend key");
     assert!(up(b"authorization").is_empty() && up(b"ocp-apim-subscription-key").is_empty());
     assert!(up(b"accept-encoding").is_empty(), "the usage must come uncompressed");
-    assert_eq!(up(b"content-length"), vec![b"99".to_vec()], "the body is unchanged: its length stays");
+    assert!(up(b"content-length").is_empty(), "the body may be rewritten after the headers went on");
     assert_eq!(up(b":path"), vec![b"/v1/openai/deployments/gpt/chat/completions?api-version=2024-10-21".to_vec()]);
-    // Without max_tokens: the default is written into the body, so the length goes.
+    // Without max_tokens: the default is written into the body.
     let c = call(&gw, &mut store, T0, br#"{"messages":[]}"#);
-    assert!(c.upstream.iter().all(|(k, _)| k != b"content-length"));
     assert_eq!(serde_json::from_slice::<Value>(c.body.as_ref().unwrap()).unwrap()["max_tokens"], 10);
 }
 
