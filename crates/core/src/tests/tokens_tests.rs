@@ -225,3 +225,11 @@ fn waits_are_worded_as_apim_words_them() {
     assert_eq!(wait_words(3 * 3600 + 120 + 1), "3 hours, 2 minutes and 1 second");
     assert_eq!(wait_words(24 * 86_400 + 14 * 3600), "24 days, 14 hours, 0 minutes and 0 seconds");
 }
+
+#[test]
+fn a_metered_response_costs_a_few_hundred_bytes_whatever_its_size() {
+    // The README's "about 200 bytes of meter state" per in-flight call (the meter has no
+    // heap part: no field of it grows with the body).
+    let size = std::mem::size_of::<Meter>();
+    assert!(size <= 256, "Meter is {size} bytes");
+}
