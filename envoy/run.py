@@ -74,6 +74,14 @@ BES (batch), input already uploaded to Azurite as /demo/input.csv:
   curl -s "{gw}/jobs/$JOB?api-version=2.0" {key}
   curl -s "$(curl -s "{gw}/jobs/$JOB?api-version=2.0" {key} | python3 -c 'import json,sys; o=json.load(sys.stdin)["Results"]["output1"]; print(o["BaseLocation"]+o["RelativeLocation"]+o["SasBlobToken"])')"
 
+LLM (OpenAI-compatible, served by azureml-sim), Starter's token limit: 2,000 tokens/minute, 100,000/day,
+reserved before the call and settled to its usage (x-remaining-tokens says what is left):
+  curl -si -X POST 'http://127.0.0.1:8080/llm/chat/completions' {key} -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "Hello"}}], "max_tokens": 20}}'
+  curl -sN -X POST 'http://127.0.0.1:8080/llm/chat/completions' {key} -H 'Content-Type: application/json' -d '{{"messages": [{{"role": "user", "content": "Hello"}}], "stream": true}}'
+
+Online endpoint (Azure ML v2 scoring; azureml-model-deployment picks a deployment):
+  curl -s -X POST 'http://127.0.0.1:8080/online/score' {key} -H 'azureml-model-deployment: blue' -H 'Content-Type: application/json' -d '{{"input_data": {{"columns": ["Col2"], "index": [0], "data": [["This is a good day"]]}}}}'
+
 Without a key (401), or bob's key (Unlimited product, stored only as its SHA-256):
   curl -si -X POST '{gw}/execute?api-version=2.0&details=true' -d '{{}}'
   curl -s -X POST '{gw}/execute?api-version=2.0&details=true' -H 'Ocp-Apim-Subscription-Key: bob-demo-key' -d '{rrs}'

@@ -264,3 +264,23 @@ def test_token_counters_per_usage_labels(gw, azureml_sim):
     assert (gw.stat("wasmcustom.api=.=llm;.;operation=.=chat-completions;.;product=.=tok;.;mlgate_prompt_tokens") or 0) > 0
     # Operations that carry no tokens have no token counters.
     assert gw.stat("wasmcustom.api=.=online;.;operation=.=score;.;product=.=tok;.;mlgate_prompt_tokens") is None
+
+
+def test_the_demo_fronts_the_llm_and_the_online_endpoint(azureml_sim, form):
+    """What `make run` shows: deploy/demo.json (= envoy/demo.yaml's configuration) in front of
+    azureml-sim, alice on Starter with its token limit."""
+    from pathlib import Path
+    demo = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "demo.json").read_text())
+    demo.pop("portal"), demo.pop("admin")
+    e = Envoy(demo, upstream=azureml_sim.port, env={"AZUREML_API_KEY": SIM_KEY})
+    try:
+        key = {"Ocp-Apim-Subscription-Key": "alice-demo-key", "Content-Type": "application/json"}
+        body = chat_body(20)
+        r = e.request("POST", "/llm/chat/completions", key, body)
+        assert r.status == 200, r
+        assert int(r.header("x-remaining-tokens")) == 2000 - (len(body) + 20)
+        score = json.dumps({"input_data": {"columns": ["Col2"], "index": [0], "data": [["This is a good day"]]}}).encode()
+        r = e.request("POST", "/online/score", {**key, "azureml-model-deployment": "blue"}, score)
+        assert r.status == 200 and r.header("azureml-model-deployment") == "blue", r
+    finally:
+        e.stop()
