@@ -137,6 +137,8 @@ bench: deps wrk
 	$(MAKE) build-profile
 	$(MAKE) build
 	$(PY) bench/run.py
+	cargo build --release -p mlgate
+	$(PY) bench/tokens.py
 
 clean:
 	cargo clean
