@@ -50,6 +50,12 @@ impl AllowList {
         self.entries.iter().any(|e| e.endpoint == endpoint && e.account == account)
     }
 
+    /// Whether `endpoint` (normalised) is the endpoint of an allowed account: a SAS URL's
+    /// base, which names no account of its own.
+    pub fn permits_endpoint(&self, endpoint: &str) -> bool {
+        self.entries.iter().any(|e| e.endpoint == endpoint)
+    }
+
     /// Ok if every endpoint the connection string named belongs to an allowed account of that
     /// name. The message names no value from the connection string.
     pub fn permits(&self, a: &Account) -> Result<(), String> {

@@ -3,7 +3,9 @@
 use crate::hashing::Hashing;
 use std::time::Duration;
 
-pub const USAGE: &str = "usage: azureml-sim --listen ADDR:PORT --api-key KEY [--workspace ID] [--service ID] \
+pub const USAGE: &str = "usage: azureml-sim --listen ADDR:PORT --api-key KEY \
+[--workspace ID (repeatable: the workspaces served, others answer 404 WorkspaceNotFound; default any)] \
+[--service ID (repeatable: the web services served, others answer 404 WebServiceNotFound; default any)] \
 [--bitsize N (default 3)] [--ngrams N (default 2)] [--column NAME (default Col2)] \
 [--dev-storage URL (where UseDevelopmentStorage=true points, account devstoreaccount1; default http://127.0.0.1:10000/devstoreaccount1)] \
 [--allow-storage URL (repeatable: a further storage account BES may use, http://host:port/ACCOUNT or https://ACCOUNT.blob.SUFFIX; \
@@ -16,8 +18,9 @@ by default BES refuses every account but the development storage)] \
 pub struct Opts {
     pub listen: String,
     pub api_key: String,
-    pub workspace: Option<String>,
-    pub service: Option<String>,
+    /// The workspaces and web services served; empty = any.
+    pub workspaces: Vec<String>,
+    pub services: Vec<String>,
     pub hashing: Hashing,
     pub column: String,
     pub dev_storage: String,
@@ -33,8 +36,8 @@ impl Opts {
         Opts {
             listen: String::new(),
             api_key: String::new(),
-            workspace: None,
-            service: None,
+            workspaces: Vec::new(),
+            services: Vec::new(),
             hashing: Hashing { bitsize: 3, ngrams: 2 },
             column: "Col2".into(),
             dev_storage: "http://127.0.0.1:10000/devstoreaccount1".into(),
@@ -62,8 +65,8 @@ pub fn parse_args_from(mut args: impl Iterator<Item = String>) -> Result<Opts, S
         match flag.as_str() {
             "--listen" => o.listen = val()?,
             "--api-key" => o.api_key = val()?,
-            "--workspace" => o.workspace = Some(val()?),
-            "--service" => o.service = Some(val()?),
+            "--workspace" => o.workspaces.push(val()?),
+            "--service" => o.services.push(val()?),
             "--bitsize" => o.hashing.bitsize = val()?.parse().map_err(|_| "--bitsize takes a number")?,
             "--ngrams" => o.hashing.ngrams = val()?.parse().map_err(|_| "--ngrams takes a number")?,
             "--column" => o.column = val()?,

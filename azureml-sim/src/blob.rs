@@ -142,23 +142,17 @@ impl Account {
         format!("SharedKey {}:{}", self.name, self.sign(&s))
     }
 
-    /// A read-only service SAS for one blob, valid until `expiry` (ISO 8601 UTC).
-    pub fn blob_read_sas(&self, container: &str, blob: &str, expiry: &str) -> String {
+    /// A read-only service SAS for one blob, valid from `start` until `expiry` (ISO 8601 UTC).
+    pub fn blob_read_sas(&self, container: &str, blob: &str, start: &str, expiry: &str) -> String {
         let resource = format!("/blob/{}/{container}/{blob}", self.name);
         // sp, st, se, canonicalizedResource, si, sip, spr, sv, sr, snapshot, rscc, rscd, rsce, rscl, rsct
-        let sts = format!("r\n\n{expiry}\n{resource}\n\n\n\n{VERSION}\nb\n\n\n\n\n\n");
+        let sts = format!("r\n{start}\n{expiry}\n{resource}\n\n\n\n{VERSION}\nb\n\n\n\n\n\n");
         let sig = self.sign(&sts);
-        format!("?sv={VERSION}&sr=b&sp=r&se={}&sig={}", pct(expiry), pct(&sig))
-    }
-
-    /// A connection string that carries a SAS token instead of the account key (what a job
-    /// status may show).
-    pub fn sas_connection_string(&self, sas_token: &str) -> String {
-        format!("BlobEndpoint={};SharedAccessSignature={}", self.endpoint, sas_token.trim_start_matches('?'))
+        format!("?sv={VERSION}&sr=b&sp=r&st={}&se={}&sig={}", pct(start), pct(expiry), pct(&sig))
     }
 
     fn blob_url(&self, container: &str, blob: &str) -> (String, String) {
-        let path = format!("/{container}/{}", blob.split('/').map(pct).collect::<Vec<_>>().join("/"));
+        let path = blob_path(container, blob);
         (format!("{}{path}", self.endpoint), path)
     }
 
@@ -172,26 +166,11 @@ impl Account {
         for (k, v) in &xms {
             req = req.header(*k, v);
         }
-        let mut resp = req.send().await.map_err(|e| format!("blob storage unreachable: {e}"))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("reading blob /{container}/{blob} failed with HTTP {}", status.as_u16()));
-        }
-        let too_large = || format!("blob /{container}/{blob} is larger than the {max}-byte limit");
-        if resp.content_length().is_some_and(|n| n > max as u64) {
-            return Err(too_large());
-        }
-        let mut data = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading blob failed: {e}"))? {
-            if data.len().saturating_add(chunk.len()) > max {
-                return Err(too_large());
-            }
-            data.extend_from_slice(&chunk);
-        }
-        Ok(data)
+        let resp = req.send().await.map_err(|e| format!("blob storage unreachable: {e}"))?;
+        read_capped(resp, container, blob, max).await
     }
 
-    pub async fn put_blob(&self, http: &reqwest::Client, container: &str, blob: &str, data: Vec<u8>) -> Result<(), String> {
+    pub async fn put_blob(&self, http: &reqwest::Client, container: &str, blob: &str, data: Vec<u8>, ctype: &str) -> Result<(), String> {
         self.create_container(http, container).await?;
         let (url, path) = self.blob_url(container, blob);
         let xms = vec![
@@ -199,8 +178,8 @@ impl Account {
             ("x-ms-date", httpdate::fmt_http_date(std::time::SystemTime::now())),
             ("x-ms-version", VERSION.to_string()),
         ];
-        let auth = self.shared_key("PUT", &path, &[], data.len(), "text/csv", &xms);
-        let mut req = http.put(&url).header("authorization", auth).header("content-type", "text/csv");
+        let auth = self.shared_key("PUT", &path, &[], data.len(), ctype, &xms);
+        let mut req = http.put(&url).header("authorization", auth).header("content-type", ctype);
         for (k, v) in &xms {
             req = req.header(*k, v);
         }
@@ -228,23 +207,67 @@ impl Account {
     }
 }
 
+/// Why a `RelativeLocation` is not `/container/blob`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LocationError {
+    /// No container segment (`blob.csv`, `/`).
+    NoContainer,
+    BadContainer,
+    BadBlob,
+}
+
 /// `/container/dir/blob.csv` → (`container`, `dir/blob.csv`). The container name has at most
 /// 63 lower-case letters, digits and single hyphens, no hyphen at either end (Azure's rules,
 /// less the 3-character minimum); the blob name has at most 1024 characters, no control
 /// characters and no empty, `.` or `..` segments (which a URL would resolve out of the
 /// container).
-pub fn split_location(rel: &str) -> Option<(String, String)> {
-    let (c, b) = rel.trim_start_matches('/').split_once('/')?;
-    let container_ok = (1..=63).contains(&c.len())
+pub fn split_location(rel: &str) -> Result<(String, String), LocationError> {
+    let (c, b) = rel.trim_start_matches('/').split_once('/').ok_or(LocationError::NoContainer)?;
+    if c.is_empty() {
+        return Err(LocationError::NoContainer);
+    }
+    let container_ok = c.len() <= 63
         && c.bytes().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-')
         && !c.starts_with('-')
         && !c.ends_with('-')
         && !c.contains("--");
+    if !container_ok {
+        return Err(LocationError::BadContainer);
+    }
     let blob_ok = !b.is_empty()
         && b.chars().count() <= 1024
         && !b.chars().any(char::is_control)
         && b.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..");
-    (container_ok && blob_ok).then(|| (c.to_string(), b.to_string()))
+    if !blob_ok {
+        return Err(LocationError::BadBlob);
+    }
+    Ok((c.to_string(), b.to_string()))
+}
+
+/// The URL path of a blob, `/container/blob` with each blob segment percent-encoded.
+pub fn blob_path(container: &str, blob: &str) -> String {
+    format!("/{container}/{}", blob.split('/').map(pct).collect::<Vec<_>>().join("/"))
+}
+
+/// Reads a blob response of at most `max` bytes; a longer one is an error, found from its
+/// Content-Length or, without one, after reading `max` bytes.
+pub async fn read_capped(mut resp: reqwest::Response, container: &str, blob: &str, max: usize) -> Result<Vec<u8>, String> {
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("reading blob /{container}/{blob} failed with HTTP {}", status.as_u16()));
+    }
+    let too_large = || format!("blob /{container}/{blob} is larger than the {max}-byte limit");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut data = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading blob failed: {e}"))? {
+        if data.len().saturating_add(chunk.len()) > max {
+            return Err(too_large());
+        }
+        data.extend_from_slice(&chunk);
+    }
+    Ok(data)
 }
 
 /// A setting name fit to echo: letters and digits only, at most 40.
@@ -296,37 +319,37 @@ mod tests {
     #[test]
     fn sas_has_the_documented_fields() {
         let a = Account::parse("UseDevelopmentStorage=true", "http://127.0.0.1:10000/devstoreaccount1").unwrap();
-        let sas = a.blob_read_sas("out", "r.csv", "2030-01-01T00:00:00Z");
-        assert!(sas.starts_with("?sv=2019-12-12&sr=b&sp=r&se=2030-01-01T00%3A00%3A00Z&sig="), "{sas}");
+        let sas = a.blob_read_sas("out", "r.csv", "2029-12-31T00:00:00Z", "2030-01-01T00:00:00Z");
+        assert!(sas.starts_with("?sv=2019-12-12&sr=b&sp=r&st=2029-12-31T00%3A00%3A00Z&se=2030-01-01T00%3A00%3A00Z&sig="), "{sas}");
     }
 
     #[test]
     fn locations() {
-        assert_eq!(split_location("/c/dir/b.csv"), Some(("c".into(), "dir/b.csv".into())));
-        assert_eq!(split_location("c"), None);
+        assert_eq!(split_location("/c/dir/b.csv"), Ok(("c".into(), "dir/b.csv".into())));
+        assert_eq!(split_location("c"), Err(LocationError::NoContainer));
+        assert_eq!(split_location("/b.csv"), Err(LocationError::NoContainer));
+        assert_eq!(split_location("//b.csv"), Err(LocationError::NoContainer));
+        assert_eq!(split_location("/C/b.csv"), Err(LocationError::BadContainer));
+        assert_eq!(split_location("/c/"), Err(LocationError::BadBlob));
     }
 
     #[test]
     fn locations_refuse_path_tricks() {
-        assert_eq!(split_location("out-1/a/b c.csv"), Some(("out-1".into(), "a/b c.csv".into())));
+        assert_eq!(split_location("out-1/a/b c.csv"), Ok(("out-1".into(), "a/b c.csv".into())));
         for bad in ["/c/../x", "/c/./x", "/c/a//b", "/c/", "/C/x", "/c_1/x", "/-c/x", "/c-/x", "/a--b/x", "/c/x\n", "/c/x\u{0}"] {
-            assert_eq!(split_location(bad), None, "{bad:?}");
+            assert!(split_location(bad).is_err(), "{bad:?}");
         }
-        assert_eq!(split_location(&format!("/{}/x", "c".repeat(64))), None);
-        assert_eq!(split_location(&format!("/c/{}", "x".repeat(1025))), None);
+        assert!(split_location(&format!("/{}/x", "c".repeat(64))).is_err());
+        assert!(split_location(&format!("/c/{}", "x".repeat(1025))).is_err());
     }
 
     #[test]
-    fn sas_connection_string_and_debug_hide_the_key() {
+    fn debug_hides_the_key() {
         let a = Account::parse(
             &format!("AccountName=devstoreaccount1;AccountKey={DEV_KEY};BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1"),
             "unused",
         )
         .unwrap();
-        let sas = a.blob_read_sas("out", "r.csv", "2030-01-01T00:00:00Z");
-        let conn = a.sas_connection_string(&sas);
-        assert_eq!(conn, format!("BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;SharedAccessSignature={}", &sas[1..]));
-        assert!(!conn.contains("AccountKey") && !conn.contains(&DEV_KEY[..20]));
         let dbg = format!("{a:?}");
         assert!(dbg.contains("devstoreaccount1") && !dbg.contains("key") && !dbg.contains("69, 98"), "{dbg}");
     }

@@ -3,6 +3,8 @@
 //! hashes of adjacent tokens as `h(prev) * 27942141 + h(next)` (wrapping u32); each feature
 //! lands in column `hash & (2^bitsize - 1)`, and a column counts its features.
 
+use std::collections::BTreeMap;
+
 /// VW's `quadratic_constant`, used to combine n-gram hashes.
 pub const NGRAM_MULTIPLIER: u32 = 27_942_141;
 
@@ -49,20 +51,32 @@ impl Hashing {
         1usize << self.bitsize
     }
 
-    /// Counts per output column for one text.
-    pub fn features(&self, text: &str) -> Vec<u32> {
+    /// The columns one text's features land in, with their counts (absent: 0). Sparse, so a
+    /// large bitsize costs memory only for the cells written out.
+    pub fn sparse(&self, text: &str) -> BTreeMap<u32, u32> {
         let mask = (1u64 << self.bitsize) as u32 - 1;
         let hashes: Vec<u32> = text.split_whitespace().map(|t| murmur3_32(t.as_bytes(), 0)).collect();
-        let mut counts = vec![0u32; self.columns()];
+        let mut counts = BTreeMap::new();
         let n = self.ngrams.max(1) as usize;
         for start in 0..hashes.len() {
             let mut h = 0u32;
             for (len, &next) in hashes[start..].iter().take(n).enumerate() {
                 h = if len == 0 { next } else { h.wrapping_mul(NGRAM_MULTIPLIER).wrapping_add(next) };
-                counts[(h & mask) as usize] += 1;
+                *counts.entry(h & mask).or_insert(0) += 1;
             }
         }
         counts
+    }
+
+    /// Counts per output column for one text, column by column.
+    pub fn counts(&self, text: &str) -> impl Iterator<Item = u32> {
+        let sparse = self.sparse(text);
+        (0..self.columns() as u64).map(move |i| sparse.get(&(i as u32)).copied().unwrap_or(0))
+    }
+
+    /// Counts per output column for one text.
+    pub fn features(&self, text: &str) -> Vec<u32> {
+        self.counts(text).collect()
     }
 
     /// Output column names: the text column, then `<col>_HashingFeature.<i>`.

@@ -5,8 +5,10 @@
 //! and Azure OpenAI routes, with test knobs and a tally of the tokens), so mlgate can be tried
 //! and tested without Azure.
 //!
-//! `args` parses the flags and `server` serves `rrs` (execute), `bes` (jobs), `online` (score)
-//! and `llm` (with `oai`, `sse`, `tally`) over the shared `state`; see each module for the rest.
+//! `args` parses the flags and `server` serves `rrs` (execute, with `score` and `params`), `bes`
+//! (jobs, with `jobreq`, `store`, `blob` and `formats`), `online` (score) and `llm` (with
+//! `oai`, `sse`, `tally`) over the shared `state`; `errors` holds the documented error codes.
+//! README.md lists the routes and every error code.
 
 // Handlers return axum `Response`s as their error values: large, but the idiom of the framework.
 #![allow(clippy::result_large_err)]
@@ -18,18 +20,22 @@ mod blob;
 mod clock;
 mod endpoint;
 mod errors;
+mod formats;
 mod hashing;
+mod jobreq;
 mod jobs;
 mod key;
 mod llm;
 mod oai;
 mod online;
+mod params;
 mod request;
 mod rrs;
 mod score;
 mod server;
 mod sse;
 mod state;
+mod store;
 mod tally;
 #[cfg(test)]
 mod tests;

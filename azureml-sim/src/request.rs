@@ -1,7 +1,7 @@
 //! What every request goes through: the API key (a middleware), the workspace and service
 //! scope and the api-version, and request bodies read with a bound.
 
-use crate::errors::{bad_argument, not_found, too_large, unauthorized};
+use crate::errors::{shown, too_large, unauthorized, BAD_VERSION_CALL, REQUEST_BODY_INVALID, WEB_SERVICE_NOT_FOUND, WORKSPACE_NOT_FOUND};
 use crate::key::{ct_eq, sha256};
 use crate::state::{App, Shared};
 use axum::body::{Body, Bytes, HttpBody};
@@ -32,15 +32,25 @@ pub fn bearer_key(value: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer ") && !rest.is_empty()).then_some(rest)
 }
 
+/// The value of the first `name=` parameter of a query string, as given (not decoded).
+pub fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|p| p.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// The workspace and web service (`--workspace`, `--service`; any when none is given), then
+/// the api-version (2.0, the only one the classic services answer).
 pub fn check_scope(app: &App, ws: &str, svc: &str, query: &Option<String>) -> Result<(), Response> {
-    if app.opts.workspace.as_deref().is_some_and(|w| w != ws) || app.opts.service.as_deref().is_some_and(|s| s != svc) {
-        return Err(not_found("The workspace or web service was not found."));
+    let known = |list: &[String], id: &str| list.is_empty() || list.iter().any(|k| k == id);
+    if !known(&app.opts.workspaces, ws) {
+        return Err(WORKSPACE_NOT_FOUND.reply(&[]));
     }
-    let version = query.as_deref().unwrap_or("").split('&').find_map(|p| p.strip_prefix("api-version="));
-    match version {
+    if !known(&app.opts.services, svc) {
+        return Err(WEB_SERVICE_NOT_FOUND.reply(&[]));
+    }
+    match query_value(query.as_deref(), "api-version") {
         Some("2.0") => Ok(()),
-        Some(_) => Err(bad_argument("InvalidApiVersion", "The api-version is not supported; use api-version=2.0.")),
-        None => Err(bad_argument("MissingApiVersion", "The api-version query parameter is required.")),
+        Some(v) => Err(BAD_VERSION_CALL.reply(&[&format!("\"{}\"", shown(v))])),
+        None => Err(BAD_VERSION_CALL.reply(&["none (the api-version query parameter is required; use api-version=2.0)"])),
     }
 }
 
@@ -53,7 +63,7 @@ pub async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Resul
     }
     let mut data = Vec::new();
     while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(|_| bad_argument("InputParseError", "The request body could not be read."))?;
+        let frame = frame.map_err(|_| REQUEST_BODY_INVALID.reply(&[]))?;
         if let Ok(chunk) = frame.into_data() {
             if data.len().saturating_add(chunk.len()) > max {
                 return Err(too_large(max));
@@ -64,8 +74,9 @@ pub async fn read_body(headers: &HeaderMap, mut body: Body, max: usize) -> Resul
     Ok(Bytes::from(data))
 }
 
+/// A JSON object; anything else (no body, not JSON, another JSON value) is RequestBodyInvalid.
 fn parse_json(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|_| bad_argument("InputParseError", "The request body is not valid JSON."))
+    serde_json::from_slice::<Value>(body).ok().filter(Value::is_object).ok_or_else(|| REQUEST_BODY_INVALID.reply(&[]))
 }
 
 /// What a call with a JSON body goes through first: the scope and api-version, the body read

@@ -1,8 +1,15 @@
-//! RRS, the request-response service: `POST …/execute` scores the rows of `input1` at once.
+//! RRS, the request-response service: `POST …/execute?api-version=2.0` scores the rows of
+//! `input1` at once. The input is a table (`{"ColumnNames", "Values"}`, answered as
+//! `{"type": "table", "value": {"ColumnNames", "ColumnTypes" (only with `details=true`),
+//! "Values"}}`) or, with `format=swagger`, a list of `{column: value}` objects (answered as a
+//! list of row objects, what Microsoft's current C#, Python and JavaScript samples send and
+//! read). `GlobalParameters` may set the hashing (params.rs).
 
-use crate::errors::bad_argument;
-use crate::request::json_request;
-use crate::score::score_table;
+use crate::errors::{INVALID_INPUT_NAMES, MISSING_REQUEST_INPUT, REQUEST_BODY_INVALID};
+use crate::jobreq::names;
+use crate::params;
+use crate::request::{json_request, query_value};
+use crate::score::{check_size, swagger_output, table_output, texts_from_rows, texts_from_table};
 use crate::state::Shared;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
@@ -22,27 +29,48 @@ pub async fn execute(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(inputs) = req.get("Inputs").and_then(Value::as_object) else {
-        return bad_argument("MissingInputs", "The request must have an Inputs object.");
-    };
-    let Some(input1) = inputs.get("input1") else {
-        return bad_argument("MissingInput", "Input \"input1\" is required.");
-    };
-    match score_table(&app.opts, input1) {
-        Ok(mut table) => {
-            // The help page: `details=true` adds the column types; without it there are none.
-            if !details(q.as_deref()) {
-                if let Some(t) = table.as_object_mut() {
-                    t.remove("ColumnTypes");
-                }
-            }
-            Json(json!({"Results": {"output1": {"type": "table", "value": table}}})).into_response()
-        }
+    match answer(&app, &req, q.as_deref()) {
+        Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
+}
+
+fn answer(app: &Shared, req: &Value, query: Option<&str>) -> Result<Value, Response> {
+    let input1 = the_input(req)?;
+    let h = params::hashing(app.opts.hashing, req.get("GlobalParameters"))?;
+    let column = app.opts.column.as_str();
+    let output1 = if swagger(query) {
+        let texts = texts_from_rows(column, input1)?;
+        check_size(&app.opts, h, texts.len())?;
+        swagger_output(column, h, &texts)
+    } else {
+        let texts = texts_from_table(column, input1)?;
+        check_size(&app.opts, h, texts.len())?;
+        json!({"type": "table", "value": table_output(column, h, &texts, details(query))})
+    };
+    Ok(json!({"Results": {"output1": output1}}))
+}
+
+/// `Inputs.input1`: no inputs is MissingRequestInput, another name InvalidInputNames.
+fn the_input(req: &Value) -> Result<&Value, Response> {
+    let inputs = match req.get("Inputs") {
+        None | Some(Value::Null) => return Err(MISSING_REQUEST_INPUT.reply(&[])),
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(REQUEST_BODY_INVALID.reply(&[])),
+    };
+    let others: Vec<&String> = inputs.keys().filter(|k| *k != "input1").collect();
+    if !others.is_empty() {
+        return Err(INVALID_INPUT_NAMES.reply(&[&names(others.into_iter())]));
+    }
+    inputs.get("input1").filter(|v| !v.is_null()).ok_or_else(|| MISSING_REQUEST_INPUT.reply(&[]))
 }
 
 /// Whether the query asks for `details=true` (the value compared case-insensitively).
 pub fn details(query: Option<&str>) -> bool {
     query.unwrap_or("").split('&').filter_map(|p| p.strip_prefix("details=")).any(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Whether the query asks for `format=swagger` (the value compared case-insensitively).
+pub fn swagger(query: Option<&str>) -> bool {
+    query_value(query, "format").is_some_and(|v| v.eq_ignore_ascii_case("swagger"))
 }

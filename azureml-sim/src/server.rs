@@ -2,7 +2,7 @@
 //! shutdown.
 
 use crate::bes::{delete, start, status, submit};
-use crate::errors::{not_found, unauthorized};
+use crate::errors::{unauthorized, OPERATION_NOT_FOUND};
 use crate::llm::{llm_auth, routes, test_routes};
 use crate::online::score;
 use crate::request::{auth, bearer_ok};
@@ -22,7 +22,7 @@ async fn fallback(State(app): State<Shared>, headers: HeaderMap) -> Response {
     if !bearer_ok(&app, &headers) {
         return unauthorized();
     }
-    not_found("No such operation on this web service.")
+    OPERATION_NOT_FOUND.reply(&[])
 }
 
 /// AzureML Studio (classic) RRS and BES and the managed online endpoint's `/score`, behind

@@ -42,3 +42,13 @@ fn parses_the_limit_and_storage_flags() {
     assert!(App::new(o, reqwest::Client::new()).is_err(), "an allowed URL must name its account");
     assert!(USAGE.contains("--allow-storage URL") && USAGE.contains("--max-body-bytes") && USAGE.contains("--job-ttl"));
 }
+
+#[test]
+fn workspaces_and_services_are_lists() {
+    let o = args(&["--listen", "a:1", "--api-key", "k"]).unwrap();
+    assert!(o.workspaces.is_empty() && o.services.is_empty(), "any by default");
+    let o = args(&["--listen", "a:1", "--api-key", "k", "--workspace", "ws1", "--workspace", "demo-ws", "--service", "svc1"]).unwrap();
+    assert_eq!((o.workspaces, o.services), (vec!["ws1".to_string(), "demo-ws".to_string()], vec!["svc1".to_string()]));
+    assert!(args(&["--listen", "a:1", "--api-key", "k", "--workspace"]).is_err());
+    assert!(USAGE.contains("--workspace ID (repeatable") && USAGE.contains("WebServiceNotFound"));
+}

@@ -13,7 +13,7 @@ async fn the_job_table_is_capped_with_503() {
     let (status, v, _) = submit_job(&url, "UseDevelopmentStorage=true").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(v["error"]["code"], "ServiceUnavailable");
-    assert_eq!(v["error"]["details"][0]["code"], "TooManyJobs");
+    assert_eq!(v["error"]["details"][0]["code"], "NoMoreResources");
     // Cancelling keeps the job (its status is readable); deleting it makes room.
     let job = format!("{url}{WS}/jobs/{}?api-version=2.0", a.as_str().unwrap());
     assert_eq!(call(Method::DELETE, &job, bearer(), None).await.0, StatusCode::OK);
@@ -51,7 +51,7 @@ async fn jobs_keep_only_their_locations_and_run_a_few_at_a_time() {
     let (app, url) = start_sim(&dev, |_| {}).await;
     // A large body is accepted, but the job keeps only its two locations.
     let mut body: Value = serde_json::from_slice(&job_body("UseDevelopmentStorage=true", "UseDevelopmentStorage=true")).unwrap();
-    body["GlobalParameters"] = json!({"padding": "x".repeat(1 << 20)});
+    body["Padding"] = json!("x".repeat(1 << 20));
     let (status, id, _) =
         call(Method::POST, &format!("{url}{WS}/jobs?api-version=2.0"), bearer(), Some(body.to_string().into_bytes())).await;
     assert_eq!(status, StatusCode::OK);

@@ -2,6 +2,8 @@
 //! allow-list, job table, results, the online endpoint, the LLM and its streams) and the
 //! harness they share: a blob service double and the sim on an ephemeral port.
 
+mod bes_doc;
+mod codes;
 mod flags;
 mod job_table;
 mod llm;
@@ -9,6 +11,7 @@ mod online;
 mod requests;
 mod storage;
 mod streams;
+mod swagger;
 
 use crate::args::Opts;
 use crate::server::router;
@@ -35,8 +38,10 @@ struct FakeBlob {
 
 async fn fake_blob(State(f): State<Arc<FakeBlob>>, req: Request) -> Response {
     f.hits.fetch_add(1, Ordering::SeqCst);
+    // Signed with the account key, or carrying a SAS token (not checked: any `sig=`).
     let signed =
-        req.headers().get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("SharedKey devstoreaccount1:"));
+        req.headers().get("authorization").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("SharedKey devstoreaccount1:"))
+            || req.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("sig=")));
     if !signed {
         return StatusCode::FORBIDDEN.into_response();
     }
@@ -120,4 +125,16 @@ fn job_body(input: &str, output: &str) -> Vec<u8> {
 
 async fn submit_job(url: &str, conn: &str) -> (StatusCode, Value, String) {
     call(Method::POST, &format!("{url}{WS}/jobs?api-version=2.0"), bearer(), Some(job_body(conn, conn))).await
+}
+
+/// Polls a job until it has ended; its status.
+async fn wait_job(url: &str, id: &str) -> Value {
+    for _ in 0..200 {
+        let (_, v, _) = call(Method::GET, &format!("{url}{WS}/jobs/{id}?api-version=2.0"), bearer(), None).await;
+        if v["StatusCode"] != "NotStarted" && v["StatusCode"] != "Running" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("job {id} did not end");
 }
