@@ -73,7 +73,9 @@ def test_rrs_several_rows_and_bad_input(env):
     bad = {"Inputs": {"input1": {"ColumnNames": ["Text"], "Values": [["x"]]}}}
     r = post(env, f"{BASE}/execute?api-version=2.0&details=true", bad)
     assert r.status == 400
-    assert r.json()["error"]["code"] == "BadArgument"
+    # The documented table: a missing input column is a user argument error.
+    assert r.json()["error"]["code"] == "BadUserArgument"
+    assert r.json()["error"]["details"][0]["code"] == "InputMismatchError"
     r = env.request("POST", f"{BASE}/execute?api-version=2.0&details=true", KEY, b"not json")
     assert r.status == 400 and r.json()["error"]["code"] == "BadArgument"
 
