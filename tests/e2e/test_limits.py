@@ -208,3 +208,18 @@ def test_rate_limit_by_client_ip(upstream):
         check_429(call(e, key="bob-key"), 60)
     finally:
         e.stop()
+
+
+def test_a_lifetime_quota_never_renews(upstream):
+    """APIM's quota with renewal-period 0 (issue 21): the period is infinite."""
+    e = Envoy(config({"quota": {"calls": 3, "renewal_period": 0}}), upstream.port, concurrency=4)
+    try:
+        results = simultaneous(e.port, [raw_request("POST", RRS, {"Ocp-Apim-Subscription-Key": "alice-key"}, b"{}")] * 20)
+        assert sorted(r.status for r in results) == [200] * 3 + [403] * 17
+        r = call(e)
+        assert r.status == 403 and r.header("retry-after") == "922337203685"
+        assert r.json() == {"statusCode": 403,
+                            "message": "Out of call volume quota. Quota will be replenished in 10675199.02:48:05."}
+        assert upstream.count() == 3
+    finally:
+        e.stop()

@@ -377,11 +377,9 @@ fn quota(q: RawQuota, field: &str) -> Result<Quota, ConfigError> {
             None => return Err(ConfigError::new(format!("{field}.bandwidth_kb"), "must be at least 1 and fit in bytes")),
         },
     };
-    if q.renewal_period == 0 || q.renewal_period > 100 * 31_536_000 {
-        return Err(ConfigError::new(
-            format!("{field}.renewal_period"),
-            "must be 1 second to 100 years (never-renewing quotas are not supported)",
-        ));
+    // 0 is APIM's lifetime quota: the period is infinite.
+    if q.renewal_period > 100 * 31_536_000 {
+        return Err(ConfigError::new(format!("{field}.renewal_period"), "must be 0 (never renews) or up to 100 years"));
     }
     Ok(Quota { calls: q.calls, bandwidth_bytes, period_ms: q.renewal_period * 1000 })
 }

@@ -137,8 +137,25 @@ pub fn ceil_secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
 }
 
-/// Start of the quota period containing `now` (periods of `period_ms` from `start_ms`).
+/// What a lifetime quota (`renewal_period: 0`, APIM's "the period is set to infinite") waits:
+/// .NET's `TimeSpan.MaxValue` in whole seconds, which APIM's message prints as
+/// `10675199.02:48:05` (inferred: the reference documents the infinite period, not the reply).
+pub const LIFETIME_WAIT_SECS: u64 = 922_337_203_685;
+
+/// Seconds until the quota period starting at `cur` ends (at least 1; a lifetime quota never does).
+pub fn quota_wait_secs(cur: u64, period_ms: u64, now: u64) -> u64 {
+    if period_ms == 0 {
+        return LIFETIME_WAIT_SECS;
+    }
+    ceil_secs(cur.saturating_add(period_ms).saturating_sub(now)).max(1)
+}
+
+/// Start of the quota period containing `now` (periods of `period_ms` from `start_ms`; a
+/// lifetime quota, `period_ms` 0, has one period, from the epoch on).
 pub fn period_start(now: u64, start_ms: u64, period_ms: u64) -> u64 {
+    if period_ms == 0 {
+        return 0;
+    }
     if now < start_ms {
         // Before the subscription's start: the period that ends at its start.
         return start_ms.saturating_sub(period_ms);
@@ -154,7 +171,7 @@ pub fn decide(rec: &[u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64) ->
         Spec::Quota(q) => {
             let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
             let (calls, bytes) = QuotaSeg::counts(rec, p, cur);
-            let wait = ceil_secs((cur + q.period_ms).saturating_sub(now)).max(1);
+            let wait = quota_wait_secs(cur, q.period_ms, now);
             if q.calls.is_some_and(|c| calls >= c) {
                 return Err((DenialKind::QuotaCalls, reply::quota_exceeded(false, wait)));
             }
@@ -184,7 +201,7 @@ pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64,
             let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
             let calls = QuotaSeg::add(rec, p, cur, 1, 0);
             if let Some(limit) = q.calls {
-                grant.offer(limit, limit - calls.min(limit), ceil_secs((cur + q.period_ms).saturating_sub(now)));
+                grant.offer(limit, limit - calls.min(limit), quota_wait_secs(cur, q.period_ms, now));
             }
             grant.count_bandwidth |= q.bandwidth_bytes.is_some();
         }

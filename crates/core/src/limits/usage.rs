@@ -76,7 +76,8 @@ fn of(rec: &[u8], spec: &Spec<'_>, start_ms: u64, now: u64) -> Usage {
                 calls_limit: q.calls,
                 bytes_used: bytes,
                 bytes_limit: q.bandwidth_bytes,
-                renews_in_ms: cur.saturating_add(q.period_ms).saturating_sub(now),
+                // A lifetime quota never renews: 0, as for a limit with nothing counted.
+                renews_in_ms: if q.period_ms == 0 { 0 } else { cur.saturating_add(q.period_ms).saturating_sub(now) },
             }
         }
     }

@@ -164,7 +164,10 @@ fn other_fields_are_validated() {
     assert_eq!(refused(&with(demo(), |v| v["products"][0]["rate_limit"]["calls"] = json!(0))).0, "products[0].rate_limit.calls");
     assert_eq!(refused(&with(demo(), |v| v["products"][0]["rate_limit"]["counter"] = json!("cookie"))).0, "products[0].rate_limit.counter");
     assert_eq!(refused(&with(demo(), |v| v["products"][0]["quota"] = json!({"renewal_period": 10}))).0, "products[0].quota");
-    assert_eq!(refused(&with(demo(), |v| v["products"][0]["quota"]["renewal_period"] = json!(0))).0, "products[0].quota.renewal_period");
+    assert_eq!(
+        refused(&with(demo(), |v| v["products"][0]["quota"]["renewal_period"] = json!(100u64 * 31_536_000 + 1))).0,
+        "products[0].quota.renewal_period"
+    );
     assert_eq!(refused(&with(demo(), |v| v["subscription_id_header"] = json!("bad header"))).0, "subscription_id_header");
     assert_eq!(refused(&with(demo(), |v| v["apis"] = json!([]))).0, "apis");
 }

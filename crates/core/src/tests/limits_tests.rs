@@ -109,6 +109,29 @@ fn quota_calls_fixed_periods_from_subscription_start() {
 }
 
 #[test]
+fn a_lifetime_quota_never_renews() {
+    // APIM's `renewal-period="0"`: the period is infinite.
+    let gw = gateway(&cfg_with(json!({"quota": {"calls": 2, "renewal_period": 0}})));
+    let mut s = MemStore::default();
+    assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);
+    assert_eq!(status(&check(&gw, &mut s, T0 + 3_600_000, "alice-1")), 200);
+    for later in [T0 + 3_600_001, T0 + 400 * 86_400_000] {
+        let (st, msg, retry) = denial(check(&gw, &mut s, later, "alice-1"));
+        assert_eq!(st, 403);
+        assert_eq!(msg, "Out of call volume quota. Quota will be replenished in 10675199.02:48:05.");
+        assert_eq!(retry, "922337203685");
+    }
+    // A subscription's own count: bob's product has no quota; carol (suspended) never counts.
+    let mut other = cfg_with(json!({"quota": {"calls": 1, "renewal_period": 0}}));
+    other["subscriptions"][1]["product"] = json!("starter");
+    let gw = gateway(&other);
+    let mut s = MemStore::default();
+    assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);
+    assert_eq!(status(&check(&gw, &mut s, T0, "bob-1")), 200);
+    assert_eq!(status(&check(&gw, &mut s, T0 + 1, "bob-1")), 403);
+}
+
+#[test]
 fn long_quota_messages_use_days() {
     let gw = gateway(&cfg_with(json!({"quota": {"calls": 1, "renewal_period": 604800}})));
     let mut s = MemStore::default();
