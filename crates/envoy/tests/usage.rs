@@ -332,6 +332,9 @@ fn zero(head: Value) -> Value {
     for k in ["apiTimeAvg", "apiTimeMin", "apiTimeMax", "serviceTimeAvg", "serviceTimeMin", "serviceTimeMax"] {
         r[k] = json!(0);
     }
+    for k in ["promptTokens", "completionTokens", "totalTokens"] {
+        r[k] = json!(0);
+    }
     r
 }
 
@@ -341,12 +344,14 @@ fn reports_from_the_metric_values() {
     let m = mix(&gw);
     let mut value = |s: u32, i: usize| m.values.get(&(s, i)).copied().unwrap_or(0);
     let by_api = report(&gw, Report::ByApi, &mut value).unwrap();
-    // The exact bytes of the first record: APIM's field names, in APIM's order.
+    // The exact bytes of the first record: APIM's field names, in APIM's order, then the tokens
+    // (none here: no operation of the demo carries tokens).
     assert!(
         by_api.starts_with(
             "{\"value\":[{\"name\":\"AzureML Demo API\",\"apiId\":\"/apis/azureml-demo\",\"callCountSuccess\":1,\"callCountBlocked\":2,\
              \"callCountFailed\":1,\"callCountOther\":1,\"callCountTotal\":5,\"bandwidth\":450,\"apiTimeAvg\":1.034,\"apiTimeMin\":0.02,\
-             \"apiTimeMax\":3,\"serviceTimeAvg\":2.2,\"serviceTimeMin\":1.5,\"serviceTimeMax\":2.9},"
+             \"apiTimeMax\":3,\"serviceTimeAvg\":2.2,\"serviceTimeMin\":1.5,\"serviceTimeMax\":2.9,\"promptTokens\":0,\
+             \"completionTokens\":0,\"totalTokens\":0},"
         ),
         "{by_api}"
     );
@@ -369,10 +374,12 @@ fn reports_from_the_metric_values() {
         json!({"value": [
             {"name": "Starter", "productId": "/products/starter", "callCountSuccess": 1, "callCountBlocked": 1, "callCountFailed": 0,
              "callCountOther": 0, "callCountTotal": 2, "bandwidth": 230, "apiTimeAvg": 1.05, "apiTimeMin": 0.1, "apiTimeMax": 2,
-             "serviceTimeAvg": 1.5, "serviceTimeMin": 1.5, "serviceTimeMax": 1.5},
+             "serviceTimeAvg": 1.5, "serviceTimeMin": 1.5, "serviceTimeMax": 1.5, "promptTokens": 0, "completionTokens": 0,
+             "totalTokens": 0},
             {"name": "Unlimited", "productId": "/products/unlimited", "callCountSuccess": 0, "callCountBlocked": 0, "callCountFailed": 1,
              "callCountOther": 0, "callCountTotal": 1, "bandwidth": 30, "apiTimeAvg": 3, "apiTimeMin": 3, "apiTimeMax": 3,
-             "serviceTimeAvg": 2.9, "serviceTimeMin": 2.9, "serviceTimeMax": 2.9}
+             "serviceTimeAvg": 2.9, "serviceTimeMin": 2.9, "serviceTimeMax": 2.9, "promptTokens": 0, "completionTokens": 0,
+             "totalTokens": 0}
         ], "count": 2})
     );
     // bySubscription needs the subscription label.
@@ -397,6 +404,78 @@ fn reports_from_the_metric_values() {
     // The same totals by product either way.
     let by_product2: Value = serde_json::from_str(&report(&gw, Report::ByProduct, &mut value).unwrap()).unwrap();
     assert_eq!(by_product2, by_product);
+}
+
+/// The token counters of an LLM API's slots, summed per record like the call counts.
+#[test]
+fn reports_carry_the_tokens_the_backends_reported() {
+    let mut cfg = demo();
+    cfg["apis"].as_array_mut().unwrap().push(json!({"id": "llm", "name": "LLM", "path": "llm", "service_url": "http://llm.internal",
+        "operations": "openai", "backend_credentials": [{"workspace": "*", "service": "*", "api_key": "llm-key"}]}));
+    cfg["products"][0]["apis"] = json!(["azureml-demo", "llm"]);
+    cfg["products"][1]["apis"] = json!(["azureml-demo", "other", "llm"]);
+    cfg["metrics"] = json!({"per_subscription": true});
+    let gw = gateway(&cfg);
+    let mut m = mix(&gw);
+    let (mut ex, mut store) = (Extremes::new(gw.usage.len()), MemStore::default());
+    let c = |slot, status, prompt_tokens, completion_tokens| Call {
+        slot,
+        status,
+        request_bytes: 100,
+        response_bytes: 200,
+        api_time_us: 1_000,
+        service_time_us: Some(900),
+        prompt_tokens,
+        completion_tokens,
+    };
+    // The LLM API is the third; chat-completions its first operation, embeddings its third.
+    let (alice_chat, bob_chat, alice_embeddings) =
+        (slot(&gw, Some(2), Some(0), Some(0)), slot(&gw, Some(2), Some(0), Some(1)), slot(&gw, Some(2), Some(2), Some(0)));
+    for call in [
+        c(alice_chat, 200, 20, 7),
+        c(alice_chat, 200, 30, 5),
+        c(bob_chat, 200, 11, 4),
+        c(alice_embeddings, 200, 9, 0),
+        c(bob_chat, 429, 0, 0),
+    ] {
+        m.apply(&gw, &call, &mut ex, &mut store);
+    }
+    let mut value = |s: u32, i: usize| m.values.get(&(s, i)).copied().unwrap_or(0);
+    let mut get = |kind| -> (String, Value) {
+        let raw = report(&gw, kind, &mut value).unwrap();
+        let v = serde_json::from_str(&raw).unwrap();
+        (raw, v)
+    };
+    let tokens = |r: &Value| [&r["promptTokens"], &r["completionTokens"], &r["totalTokens"]].map(|v| v.as_u64().unwrap());
+
+    let (raw, by_api) = get(Report::ByApi);
+    assert_eq!(by_api["value"].as_array().unwrap().iter().map(tokens).collect::<Vec<_>>(), [[0, 0, 0], [0, 0, 0], [70, 16, 86]]);
+    assert_eq!((by_api["value"][2]["callCountSuccess"].as_u64(), by_api["value"][2]["callCountBlocked"].as_u64()), (Some(4), Some(1)));
+    // The tokens come last in every record, in this order.
+    assert!(raw.ends_with("\"serviceTimeMax\":0.9,\"promptTokens\":70,\"completionTokens\":16,\"totalTokens\":86}],\"count\":3}"), "{raw}");
+    assert_eq!(raw.matches("\"totalTokens\":").count(), 3);
+
+    let (_, by_op) = get(Report::ByOperation);
+    let ops: Vec<(&str, [u64; 3])> =
+        by_op["value"].as_array().unwrap().iter().map(|r| (r["operationId"].as_str().unwrap(), tokens(r))).collect();
+    assert_eq!(ops.len(), 5 + 1 + 4);
+    assert_eq!(
+        ops[6..],
+        [
+            ("/apis/llm/operations/chat-completions", [61, 16, 77]),
+            ("/apis/llm/operations/completions", [0, 0, 0]),
+            ("/apis/llm/operations/embeddings", [9, 0, 9]),
+            ("/apis/llm/operations/models", [0, 0, 0])
+        ]
+    );
+    assert!(ops[..6].iter().all(|(_, t)| *t == [0, 0, 0]));
+    let (_, by_product) = get(Report::ByProduct);
+    assert_eq!(by_product["value"].as_array().unwrap().iter().map(tokens).collect::<Vec<_>>(), [[59, 12, 71], [11, 4, 15]]);
+    let (_, by_sub) = get(Report::BySubscription);
+    assert_eq!(by_sub["value"].as_array().unwrap().iter().map(tokens).collect::<Vec<_>>(), [[59, 12, 71], [11, 4, 15], [0, 0, 0]]);
+    // The dashboard has a column for each.
+    let dashboard = include_str!("../../admin/src/assets/dashboard.js");
+    assert!(["promptTokens", "completionTokens", "totalTokens"].iter().all(|k| dashboard.contains(&format!("['{k}', "))));
 }
 
 #[test]

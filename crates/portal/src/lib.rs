@@ -12,7 +12,7 @@
 //! | `/portal.js` `/portal.css` `/favicon.svg` | the script, the style sheet, the icon |
 //! | `/apis.json` | the catalog: APIs, their base URLs, products, limits and operations |
 //! | `/apis/<api id>/openapi.json` | the API's OpenAPI 3.0.1 export ([`openapi`]) |
-//! | `/subscription` | "My subscription": the caller's own subscription and its usage |
+//! | `/subscription` | "My subscription": the caller's own subscription and its usage (token limits as configured) |
 //!
 //! Nothing here carries a key, a key hash, a backend credential or another subscription's
 //! data: the catalog and the export are built from ids, names, templates and limits only,
@@ -22,13 +22,15 @@
 
 mod json;
 pub mod openapi;
+mod presets;
+mod unpack;
 
 pub use json::escape_html;
 use json::Json;
 use mlgate_core::admit::Request;
 use mlgate_core::limits::{self, Spec, Usage};
 use mlgate_core::local::LocalHost;
-use mlgate_core::model::{Api, Counter, Gateway, Portal, Quota, RateLimit, SubscriptionState};
+use mlgate_core::model::{Api, Counter, Gateway, Portal, Quota, QuotaPeriod, RateLimit, SubscriptionState, TokenLimit};
 use mlgate_core::reply::{self, Reply};
 pub use openapi::openapi;
 
@@ -113,6 +115,26 @@ fn quota_json(j: &mut Json, q: &Quota) {
     j.kv_opt_num("bandwidthKb", q.bandwidth_bytes.map(|b| b / 1024)).kv_num("renewalPeriod", q.period_ms / 1000).end_obj();
 }
 
+/// A token limit as configured (`llm-token-limit`). "My subscription" lists it without its use:
+/// the token windows and quotas are not read back here.
+fn token_limit_json(j: &mut Json, scope: &str, api: Option<&Api>, t: &TokenLimit) {
+    j.obj().kv_str("scope", scope);
+    where_json(j, api, None);
+    j.kv_str("kind", "token-limit").kv_opt_num("tokensPerMinute", t.tokens_per_minute).kv_opt_num("tokenQuota", t.quota.map(|q| q.0));
+    let period = t.quota.map(|q| match q.1 {
+        QuotaPeriod::Hourly => "hourly",
+        QuotaPeriod::Daily => "daily",
+        QuotaPeriod::Weekly => "weekly",
+        QuotaPeriod::Monthly => "monthly",
+        QuotaPeriod::Yearly => "yearly",
+    });
+    match period {
+        Some(p) => j.kv_str("tokenQuotaPeriod", p),
+        None => j.key("tokenQuotaPeriod").null(),
+    };
+    j.end_obj();
+}
+
 fn counter_text(c: &Counter) -> String {
     match c {
         Counter::Subscription => "subscription".into(),
@@ -149,6 +171,9 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
     if let Some(rl) = &api.rate_limit {
         rate_limit_json(j, "api", rl);
     }
+    if let Some(t) = &api.token_limit {
+        token_limit_json(j, "api", None, t);
+    }
     j.end_arr();
     j.key("products").arr();
     for p in gw.products.iter().filter(|p| p.apis.iter().any(|&a| usize::from(a) == index)) {
@@ -159,6 +184,9 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
         }
         if let Some(q) = &p.quota {
             quota_json(j, q);
+        }
+        if let Some(t) = &p.token_limit {
+            token_limit_json(j, "product", None, t);
         }
         j.end_arr().end_obj();
     }
@@ -255,6 +283,14 @@ pub fn subscription(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn
         j.kv_str("kind", "rate-limit").kv_num("calls", u64::from(rl.calls)).kv_num("renewalPeriod", rl.period_ms / 1000);
         // Counted per client address or header value, not per subscription: no count here.
         j.kv_str("counter", &counter_text(&rl.counter)).key("callsUsed").null().key("callsLeft").null().end_obj();
+    }
+    if let Some(t) = &product.token_limit {
+        token_limit_json(&mut j, "product", None, t);
+    }
+    for api in &apis {
+        if let Some(t) = &api.token_limit {
+            token_limit_json(&mut j, "api", Some(api), t);
+        }
     }
     j.end_arr().end_obj();
     json_reply(j.finish())

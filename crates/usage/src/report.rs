@@ -9,10 +9,15 @@
 //! milliseconds, as APIM reports them. Every configured API, operation, product (and, with
 //! per-subscription metrics, subscription) has a record, in configuration order, also when
 //! it has no calls yet.
+//!
+//! Beyond `ReportRecordContract`, every record ends with the tokens the backends reported
+//! (`promptTokens`, `completionTokens`, `totalTokens`: APIM's `llm-emit-token-metric` names,
+//! from the `mlgate_prompt_tokens` and `mlgate_completion_tokens` counters; 0 where none).
 
 use mlgate_core::model::Gateway;
 use mlgate_core::usage::{calls, request_bytes, response_bytes, Bucket, Slot};
-use mlgate_core::usage::{API_TIME_MAX, API_TIME_MIN, API_TIME_SUM, SERVICE_CALLS, SERVICE_TIME_MAX, SERVICE_TIME_MIN, SERVICE_TIME_SUM};
+use mlgate_core::usage::{API_TIME_MAX, API_TIME_MIN, API_TIME_SUM, COMPLETION_TOKENS, PROMPT_TOKENS, SERVICE_CALLS};
+use mlgate_core::usage::{SERVICE_TIME_MAX, SERVICE_TIME_MIN, SERVICE_TIME_SUM};
 
 /// The reports, by their APIM names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +48,8 @@ struct Acc {
     api_sum_us: u64,
     service_sum_us: u64,
     service_calls: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
     api_min: Option<u64>,
     api_max: Option<u64>,
     service_min: Option<u64>,
@@ -77,6 +84,8 @@ impl Acc {
         a.api_sum_us = get(API_TIME_SUM);
         a.service_sum_us = get(SERVICE_TIME_SUM);
         a.service_calls = get(SERVICE_CALLS);
+        a.prompt_tokens = get(PROMPT_TOKENS);
+        a.completion_tokens = get(COMPLETION_TOKENS);
         let nonzero = |v: u64| (v > 0).then_some(v);
         if a.calls.iter().any(|c| *c > 0) {
             a.api_min = nonzero(get(API_TIME_MIN));
@@ -97,6 +106,8 @@ impl Acc {
         self.api_sum_us = self.api_sum_us.saturating_add(o.api_sum_us);
         self.service_sum_us = self.service_sum_us.saturating_add(o.service_sum_us);
         self.service_calls = self.service_calls.saturating_add(o.service_calls);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(o.prompt_tokens);
+        self.completion_tokens = self.completion_tokens.saturating_add(o.completion_tokens);
         self.api_min = min_opt(self.api_min, o.api_min);
         self.api_max = max_opt(self.api_max, o.api_max);
         self.service_min = min_opt(self.service_min, o.service_min);
@@ -171,6 +182,13 @@ fn record(out: &mut String, head: &str, a: &Acc) {
     field_raw(out, "serviceTimeAvg", &avg_ms(a.service_sum_us, a.service_calls));
     field_raw(out, "serviceTimeMin", &ms(a.service_min.unwrap_or(0)));
     field_raw(out, "serviceTimeMax", &ms(a.service_max.unwrap_or(0)));
+    for (k, v) in [
+        ("promptTokens", a.prompt_tokens),
+        ("completionTokens", a.completion_tokens),
+        ("totalTokens", a.prompt_tokens.saturating_add(a.completion_tokens)),
+    ] {
+        field_raw(out, k, &v.to_string());
+    }
     out.pop();
     out.push('}');
 }
@@ -205,7 +223,7 @@ pub fn report(gw: &Gateway, kind: Report, value: &mut dyn FnMut(u32, usize) -> u
         acc.add(&Acc::read(slot, s, value));
     }
 
-    let mut out = String::with_capacity(64 + 420 * groups);
+    let mut out = String::with_capacity(64 + 480 * groups);
     out.push_str("{\"value\":[");
     let mut head = String::new();
     let mut accs = accs.iter();

@@ -12,6 +12,7 @@
     ['callCountFailed', 'Failed'], ['callCountOther', 'Other'], ['bandwidth', 'Bytes'],
     ['apiTimeAvg', 'apiTime avg ms'], ['apiTimeMin', 'min'], ['apiTimeMax', 'max'],
     ['serviceTimeAvg', 'serviceTime avg ms'], ['serviceTimeMin', 'min'], ['serviceTimeMax', 'max'],
+    ['promptTokens', 'Prompt tokens'], ['completionTokens', 'Completion tokens'], ['totalTokens', 'Tokens'],
   ];
   const strip = (prefix) => (v) => (v || '').slice(prefix.length);
   const REPORTS = {

@@ -67,6 +67,7 @@
       : getJSON(api.openapi).then(function (s) { specs[api.id] = s; return s; });
   }
 
+  var PERIODS = { hourly: 'hour', daily: 'day', weekly: 'week', monthly: 'month', yearly: 'year' };
   // 60 -> "minute", 604800 -> "week", 90 -> "90 seconds".
   function period(s) {
     var units = [[604800, 'week'], [86400, 'day'], [3600, 'hour'], [60, 'minute'], [1, 'second']];
@@ -77,6 +78,12 @@
     return s + ' seconds';
   }
   function limitText(l) {
+    if (l.kind === 'token-limit') {
+      var t = [];
+      if (l.tokensPerMinute !== null) t.push(l.tokensPerMinute + ' tokens per minute');
+      if (l.tokenQuota !== null) t.push(l.tokenQuota + ' tokens per ' + PERIODS[l.tokenQuotaPeriod]);
+      return 'token limit: ' + t.join(' and ');
+    }
     var per = period(l.renewalPeriod);
     if (l.kind === 'quota') {
       var parts = [];
@@ -197,10 +204,12 @@
     });
 
     var tryPanel = el('div', { id: 'try-panel' });
+    // An AzureML Studio web service (its export has the Studio schemas): the note says which key.
+    var studio = !!((spec.components || {}).schemas || {}).ExecutionRequest;
     show(el('p', null, link('APIs', '#/'), ' / ', link(api.name, apiHash(api)), ' / '),
       el('h1', { id: 'operation-name' }, entry.name),
       entry.description ? el('p', null, entry.description) : null,
-      el('p', null, el('button', { id: 'try-it', type: 'button', on: { click: function () { openTryIt(tryPanel, api, entry, params, body, bodyExample); } } }, 'Try it')),
+      el('p', null, el('button', { id: 'try-it', type: 'button', on: { click: function () { openTryIt(tryPanel, api, entry, params, body, bodyExample, studio); } } }, 'Try it')),
       tryPanel,
       el('h2', null, 'Request'),
       el('p', null, el('span', { class: 'method ' + entry.method }, entry.method), ' ', el('code', { class: 'url', id: 'request-url' }, requestUrl)),
@@ -219,7 +228,7 @@
       responses,
       el('h2', null, 'Code samples'),
       samples(api, entry, params, bodyExample));
-    if (openTry) openTryIt(tryPanel, api, entry, params, body, bodyExample);
+    if (openTry) openTryIt(tryPanel, api, entry, params, body, bodyExample, studio);
   }
 
   // The request URL of a template with values filled in (path and query, encoded).
@@ -284,7 +293,7 @@
     return { input: input, row: el('div', { class: 'row' }, input, toggle) };
   }
 
-  function openTryIt(panel, api, entry, params, body, bodyExample) {
+  function openTryIt(panel, api, entry, params, body, bodyExample, studio) {
     panel.replaceChildren();
     panel.className = 'panel';
     var inputs = {};
@@ -295,7 +304,7 @@
         input = el('select', { id: 'try-param-' + p.name }, s.enum.map(function (v) { return el('option', { value: v }, v); }));
         if (s.default !== undefined) input.value = s.default;
       } else {
-        input = el('input', { id: 'try-param-' + p.name, type: 'text', spellcheck: 'false', readonly: !!(s.enum && s.enum.length === 1) });
+        input = el('input', { id: 'try-param-' + p.name, type: 'text', spellcheck: 'false', readonly: !!(s.enum && s.enum.length === 1), required: p.required, 'data-in': p.in });
         input.value = s.default !== undefined ? s.default : (s.enum ? s.enum[0] : '');
       }
       inputs[p.name] = input;
@@ -312,7 +321,9 @@
     send.addEventListener('click', function () { sendTry(api, entry, inputs, key.input, headersBox, bodyBox, send, result); });
     add(panel, [
       el('h2', null, 'Try it'),
-      el('p', { class: 'note', id: 'try-note' }, 'The gateway adds the backend\u2019s credentials (the AzureML API key, as Authorization: Bearer) on the way to the web service. You only need your subscription key; never the AzureML API key.'),
+      el('p', { class: 'note', id: 'try-note' }, studio
+        ? 'The gateway adds the backend\u2019s credentials (the AzureML API key, as Authorization: Bearer) on the way to the web service. You only need your subscription key; never the AzureML API key.'
+        : 'The gateway adds the backend\u2019s credentials (its API key) on the way to the backend. You only need your subscription key; never the backend\u2019s key.'),
       el('h3', null, 'Parameters'), fields.length ? fields : el('p', { class: 'muted' }, 'None.'),
       el('h3', null, 'Headers'),
       el('label', { for: 'try-key' }, api.subscriptionKeyHeader, ' ', el('span', { class: 'muted' }, '(subscription key, sent as this header)')), key.row,
@@ -325,7 +336,8 @@
 
   function sendTry(api, entry, inputs, keyBox, headersBox, bodyBox, send, result) {
     var values = {};
-    Object.keys(inputs).forEach(function (n) { values[n] = inputs[n].value; });
+    var missing = Object.keys(inputs).filter(function (n) { values[n] = inputs[n].value; return inputs[n].required && !values[n]; });
+    if (missing.length) return result.replaceChildren(el('p', { class: 'error', id: 'try-error' }, 'Fill in ' + missing.join(', ') + '.'));
     var path = (api.path || '') + fillTemplate(entry.urlTemplate, values);
     var headers = new Headers();
     var shown = [];
@@ -336,6 +348,9 @@
         if (i < 1) throw new Error('not a "Name: value" header line: ' + line);
         headers.append(line.slice(0, i).trim(), line.slice(i + 1).trim());
         shown.push(line.slice(0, i).trim() + ': ' + line.slice(i + 1).trim());
+      });
+      Object.keys(inputs).forEach(function (n) {
+        if (inputs[n].getAttribute('data-in') === 'header' && values[n]) { headers.set(n, values[n]); shown.push(n + ': ' + values[n]); }
       });
       if (keyBox.value) {
         headers.set(api.subscriptionKeyHeader, keyBox.value);
@@ -421,7 +436,8 @@
     var rows = s.limits.map(function (l) {
       var where = l.scope === 'product' ? 'product' : l.scope === 'api' ? 'API ' + (l.apiName || l.api) : 'operation ' + (l.operationName || l.operation) + ' (' + (l.apiName || l.api) + ')';
       var limit = limitText(l);
-      var used = l.callsUsed === null ? 'counted per ' + l.counter : String(l.callsUsed);
+      // Token limits are listed as configured: their use is not read back.
+      var used = l.kind === 'token-limit' ? '\u2014' : l.callsUsed === null ? 'counted per ' + l.counter : String(l.callsUsed);
       var left = l.callsLeft === null || l.callsLeft === undefined ? '\u2014' : String(l.callsLeft);
       var bw = l.kind === 'quota' ? l.bandwidthUsedBytes + ' bytes' + (l.bandwidthKb !== null && l.bandwidthKb !== undefined ? ' of ' + l.bandwidthKb + ' KB' : '') : '\u2014';
       var renews = l.renewsAt ? l.renewsAt + ' (in ' + l.renewsInSeconds + ' s)' : '\u2014';
