@@ -293,6 +293,7 @@ def record(prom: dict, slots: list[frozenset], head: dict) -> dict:
     has_calls = lambda slot: any(calls.get(slot | {("outcome", o)}, 0) for o in ("success", "blocked", "failed", "other"))
     has_backend = lambda slot: series(prom, "mlgate_service_calls").get(slot, 0) > 0
     svc_calls = one("mlgate_service_calls")
+    prompt, completion = int(one("mlgate_prompt_tokens")), int(one("mlgate_completion_tokens"))
     return {**head,
             "callCountSuccess": counts["success"], "callCountBlocked": counts["blocked"],
             "callCountFailed": counts["failed"], "callCountOther": counts["other"], "callCountTotal": total,
@@ -302,7 +303,8 @@ def record(prom: dict, slots: list[frozenset], head: dict) -> dict:
             "apiTimeMax": extreme("mlgate_api_time_max_microseconds", max, has_calls),
             "serviceTimeAvg": avg_ms(one("mlgate_service_time_microseconds_sum"), svc_calls),
             "serviceTimeMin": extreme("mlgate_service_time_min_microseconds", min, has_backend),
-            "serviceTimeMax": extreme("mlgate_service_time_max_microseconds", max, has_backend)}
+            "serviceTimeMax": extreme("mlgate_service_time_max_microseconds", max, has_backend),
+            "promptTokens": prompt, "completionTokens": completion, "totalTokens": prompt + completion}
 
 
 def avg_ms(sum_us, n):
