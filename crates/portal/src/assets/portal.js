@@ -89,7 +89,8 @@
       var parts = [];
       if (l.calls !== null && l.calls !== undefined) parts.push(l.calls + ' calls');
       if (l.bandwidthKb !== null && l.bandwidthKb !== undefined) parts.push(l.bandwidthKb + ' KB');
-      return 'quota: ' + parts.join(' and ') + ' per ' + per;
+      // renewal_period 0: APIM's lifetime quota, which never renews.
+      return 'quota: ' + parts.join(' and ') + (l.renewalPeriod === 0 ? ' for the lifetime of the subscription' : ' per ' + per);
     }
     var by = l.counter && l.counter !== 'subscription' ? ' per ' + l.counter : '';
     return 'rate limit: ' + l.calls + ' calls per ' + per + by;
