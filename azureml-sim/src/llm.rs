@@ -50,6 +50,8 @@ pub fn routes() -> Router<Shared> {
     r.route(&format!("{dep}/chat/completions"), post(azure_chat))
         .route(&format!("{dep}/completions"), post(azure_completions))
         .route(&format!("{dep}/embeddings"), post(azure_embeddings))
+        // mlgate's `azure-openai` preset keeps `models` under the deployment, as its other operations.
+        .route(&format!("{dep}/models"), get(models))
 }
 
 /// The routes without a key: the tally of the LLM calls.

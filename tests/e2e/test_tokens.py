@@ -284,3 +284,12 @@ def test_the_demo_fronts_the_llm_and_the_online_endpoint(azureml_sim, form):
         assert r.status == 200 and r.header("azureml-model-deployment") == "blue", r
     finally:
         e.stop()
+
+
+def test_models_is_not_metered(gw, azureml_sim):
+    for path in ("/llm/models", "/aoai/openai/deployments/gpt-4o/models?api-version=2024-10-21"):
+        r = gw.request("GET", path, {"Ocp-Apim-Subscription-Key": KEY})
+        assert r.status == 200, (path, r)
+        assert r.json()["data"][0]["id"] == "sim-chat"
+        # Not a call that carries tokens: no token headers.
+        assert r.header("x-remaining-tokens") is None
