@@ -274,19 +274,26 @@ fn token_limits_in_the_catalog_and_my_subscription() {
         "/openai/deployments/{deployment-id}/chat/completions?api-version={api-version}"
     );
 
-    // My subscription: the token limits as configured, after the call limits; their use is not read.
+    // My subscription: the token limits after the call limits, with their use read from the record.
     let s = ok_json(get(&gw, &store, "/developer/subscription", Some("alice-key")));
     let limits = s["limits"].as_array().unwrap();
     assert_eq!(limits.len(), 3);
     assert_eq!(limits[0]["kind"], "rate-limit");
+    let mut product = limits[1].clone();
+    let renews = product.as_object_mut().unwrap().remove("renewsInSeconds").unwrap().as_u64().unwrap();
+    let at = product.as_object_mut().unwrap().remove("renewsAt").unwrap();
+    assert!(renews > 0 && renews <= 31 * 86_400, "{renews}");
+    assert!(at.as_str().unwrap().ends_with("-01T00:00:00Z"), "a monthly quota renews on the 1st: {at}");
     assert_eq!(
-        limits[1],
-        json!({"scope": "product", "kind": "token-limit", "tokensPerMinute": 1000, "tokenQuota": 100000, "tokenQuotaPeriod": "monthly"})
+        product,
+        json!({"scope": "product", "kind": "token-limit", "tokensPerMinute": 1000, "tokenQuota": 100000, "tokenQuotaPeriod": "monthly",
+               "tokensUsedThisMinute": 0, "tokensLeftThisMinute": 1000, "quotaTokensUsed": 0, "quotaTokensLeft": 100000})
     );
     assert_eq!(
         limits[2],
         json!({"scope": "api", "api": "llm", "apiName": "LLM", "kind": "token-limit", "tokensPerMinute": 5000, "tokenQuota": null,
-               "tokenQuotaPeriod": null})
+               "tokenQuotaPeriod": null, "tokensUsedThisMinute": 0, "tokensLeftThisMinute": 5000, "quotaTokensUsed": null,
+               "quotaTokensLeft": null})
     );
     assert_eq!((store.keys(), store.inner.borrow().sets), (0, 0));
     // bob's product has none, and not the API that has one.

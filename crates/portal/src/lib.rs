@@ -115,9 +115,9 @@ fn quota_json(j: &mut Json, q: &Quota) {
     j.kv_opt_num("bandwidthKb", q.bandwidth_bytes.map(|b| b / 1024)).kv_num("renewalPeriod", q.period_ms / 1000).end_obj();
 }
 
-/// A token limit as configured (`llm-token-limit`). "My subscription" lists it without its use:
-/// the token windows and quotas are not read back here.
-fn token_limit_json(j: &mut Json, scope: &str, api: Option<&Api>, t: &TokenLimit) {
+/// A token limit (`llm-token-limit`) as configured and, for "My subscription", its use (`used`:
+/// read from the subscription's record, reservations of calls in flight included).
+fn token_limit_json(j: &mut Json, scope: &str, api: Option<&Api>, t: &TokenLimit, used: Option<(&limits::TokenUse, u64)>) {
     j.obj().kv_str("scope", scope);
     where_json(j, api, None);
     j.kv_str("kind", "token-limit").kv_opt_num("tokensPerMinute", t.tokens_per_minute).kv_opt_num("tokenQuota", t.quota.map(|q| q.0));
@@ -132,6 +132,16 @@ fn token_limit_json(j: &mut Json, scope: &str, api: Option<&Api>, t: &TokenLimit
         Some(p) => j.kv_str("tokenQuotaPeriod", p),
         None => j.key("tokenQuotaPeriod").null(),
     };
+    if let Some((u, now_ms)) = used {
+        j.kv_opt_num("tokensUsedThisMinute", u.window_used);
+        j.kv_opt_num("tokensLeftThisMinute", u.window_used.zip(t.tokens_per_minute).map(|(w, l)| l.saturating_sub(w)));
+        j.kv_opt_num("quotaTokensUsed", u.quota_used);
+        j.kv_opt_num("quotaTokensLeft", u.quota_used.zip(t.quota).map(|(q, (l, _))| l.saturating_sub(q)));
+        if let Some(ms) = u.quota_renews_in_ms {
+            j.kv_num("renewsInSeconds", ms.div_ceil(1000));
+            j.kv_str("renewsAt", &mlgate_core::time::format_rfc3339(now_ms.saturating_add(ms)));
+        }
+    }
     j.end_obj();
 }
 
@@ -172,7 +182,7 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
         rate_limit_json(j, "api", rl);
     }
     if let Some(t) = &api.token_limit {
-        token_limit_json(j, "api", None, t);
+        token_limit_json(j, "api", None, t, None);
     }
     j.end_arr();
     j.key("products").arr();
@@ -186,7 +196,7 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
             quota_json(j, q);
         }
         if let Some(t) = &p.token_limit {
-            token_limit_json(j, "product", None, t);
+            token_limit_json(j, "product", None, t, None);
         }
         j.end_arr().end_obj();
     }
@@ -260,6 +270,12 @@ pub fn subscription(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn
         entries.push(Entry { scope: "product", api: None, operation: None, spec: Spec::Quota(q) });
     }
     let specs: Vec<Spec<'_>> = entries.iter().map(|e| e.spec).collect();
+    let token_limits: Vec<(&str, Option<&Api>, &TokenLimit)> = product
+        .token_limit
+        .iter()
+        .map(|t| ("product", None, t))
+        .chain(apis.iter().filter_map(|a| Some(("api", Some(*a), a.token_limit.as_ref()?))))
+        .collect();
     let Ok(usage) = limits::usage(host.store(), &sub.record_key, sub.start_ms, &specs, now_ms) else {
         return reply::limits_unavailable();
     };
@@ -284,13 +300,11 @@ pub fn subscription(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn
         // Counted per client address or header value, not per subscription: no count here.
         j.kv_str("counter", &counter_text(&rl.counter)).key("callsUsed").null().key("callsLeft").null().end_obj();
     }
-    if let Some(t) = &product.token_limit {
-        token_limit_json(&mut j, "product", None, t);
-    }
-    for api in &apis {
-        if let Some(t) = &api.token_limit {
-            token_limit_json(&mut j, "api", Some(api), t);
-        }
+    for (scope, api, t) in token_limits {
+        let Ok(u) = limits::token_usage(host.store(), &sub.record_key, t, now_ms) else {
+            return reply::limits_unavailable();
+        };
+        token_limit_json(&mut j, scope, api, t, Some((&u, now_ms)));
     }
     j.end_arr().end_obj();
     json_reply(j.finish())

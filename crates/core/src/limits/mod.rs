@@ -29,7 +29,7 @@ mod usage;
 pub use decide::{add_bandwidth, check, check_at, settle_tokens};
 pub use spec::{limits_of, Ctx, DenialKind, Grant, PerLimit, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
 pub use store::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
-pub use usage::{usage, Usage};
+pub use usage::{token_usage, usage, TokenUse, Usage};
 
 impl RateLimitStatus {
     /// The three `RateLimit-*` response headers.

@@ -41,6 +41,14 @@ fn advance(rec: &mut [u8], p: usize, now_sec: u64) -> u64 {
     now_sec
 }
 
+/// Tokens counted in the window at `p` as of `now_sec`, without moving it (a read): what a
+/// decision now would sum (it moves the window to the later of `now_sec` and its newest second).
+pub(super) fn window_used(rec: &[u8], p: usize, now_sec: u64) -> u64 {
+    let head = rd64(rec, p);
+    let from = now_sec.max(head).saturating_sub(WINDOW_SECS);
+    (from..=head).fold(0u64, |a, s| a.saturating_add(rd64(rec, bucket(p, s))))
+}
+
 fn window_sum(rec: &[u8], p: usize) -> u64 {
     (0..BUCKETS as u64).fold(0u64, |a, s| a.saturating_add(rd64(rec, bucket(p, s))))
 }

@@ -2,9 +2,37 @@
 //! write ("My subscription" in the developer portal). Read-only: one `get`, never a write,
 //! never a key created, so asking is free of side effects and counts nowhere.
 
-use super::record::{find_seg, rd64, QuotaSeg, Ring, KIND_QUOTA, KIND_RATE, QUOTA_ID, SUB_BASE, VERSION};
+use super::record::{find_seg, rd64, QuotaSeg, Ring, KIND_QUOTA, KIND_RATE, KIND_TOKENS, QUOTA_ID, SUB_BASE, VERSION};
 use super::spec::{period_start, Spec};
 use super::store::{HostError, Store};
+
+/// One token limit's use by a subscription, at `now`: tokens counted in the current minute
+/// window (reservations of calls in flight included) and in the current quota period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUse {
+    pub window_used: Option<u64>,
+    pub quota_used: Option<u64>,
+    /// Milliseconds until the quota period ends.
+    pub quota_renews_in_ms: Option<u64>,
+}
+
+/// The use of token limit `tl` in the subscription record `record_key`: one `get`, never a
+/// write (a missing record is unused).
+pub fn token_usage(store: &mut dyn Store, record_key: &str, tl: &crate::model::TokenLimit, now_ms: u64) -> Result<TokenUse, HostError> {
+    let rec = match store.get(record_key)? {
+        Some((rec, _)) if rec.first() == Some(&VERSION) => rec,
+        _ => Vec::new(),
+    };
+    let window = find_seg(&rec, SUB_BASE, KIND_TOKENS, tl.id.as_bytes()).map(|s| super::tokens::window_used(&rec, s.payload, now_ms / 1000));
+    let mut out = TokenUse { window_used: tl.tokens_per_minute.map(|_| window.unwrap_or(0)), ..TokenUse::default() };
+    if let Some((_, period)) = tl.quota {
+        let (start, end) = crate::time::calendar_period(now_ms, period);
+        let used = find_seg(&rec, SUB_BASE, KIND_QUOTA, tl.quota_id.as_bytes()).map_or(0, |s| QuotaSeg::counts(&rec, s.payload, start).0);
+        out.quota_used = Some(used);
+        out.quota_renews_in_ms = Some(end.saturating_sub(now_ms));
+    }
+    Ok(out)
+}
 
 /// One limit's state for a subscription, at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -244,3 +244,29 @@ fn token_limits_are_refused_where_they_cannot_hold() {
     c["apis"][0]["operations"] = json!("gpt");
     assert!(bad(c).contains("unknown preset \"gpt\" (known: \"azureml-studio\", \"azureml-online\", \"openai\", \"azure-openai\")"));
 }
+
+#[test]
+fn a_subscription_can_read_its_token_use_without_writing() {
+    let gw = gateway(&llm(json!({"tokens_per_minute": 1000, "token_quota": 5000, "token_quota_period": "daily",
+                                 "default_max_completion_tokens": 10})));
+    let mut store = MemStore::default();
+    let tl = gw.products[0].token_limit.as_ref().unwrap();
+    let sub = &gw.subscriptions[0];
+    let unused = crate::limits::token_usage(&mut store, &sub.record_key, tl, T0).unwrap();
+    assert_eq!((unused.window_used, unused.quota_used), (Some(0), Some(0)));
+    let body = chat(100);
+    let c = call(&gw, &mut store, T0, &body);
+    let cost = body.len() as u64 + 100;
+    let sets = store.inner.borrow().sets;
+    let u = crate::limits::token_usage(&mut store, &sub.record_key, tl, T0 + 1000).unwrap();
+    assert_eq!((u.window_used, u.quota_used), (Some(cost), Some(cost)));
+    let day = 86_400_000;
+    assert_eq!(u.quota_renews_in_ms, Some((T0 / day + 1) * day - (T0 + 1000)));
+    assert_eq!(store.inner.borrow().sets, sets, "reading writes nothing");
+    settle(&gw, &c.metered.unwrap(), Some(TokenUsage { prompt: 5, completion: 5, total: 10 }), T0 + 2000, &mut store);
+    let u = crate::limits::token_usage(&mut store, &sub.record_key, tl, T0 + 3000).unwrap();
+    assert_eq!((u.window_used, u.quota_used), (Some(10), Some(10)));
+    // The minute passes; the day's quota keeps it.
+    let u = crate::limits::token_usage(&mut store, &sub.record_key, tl, T0 + 62_000).unwrap();
+    assert_eq!((u.window_used, u.quota_used), (Some(0), Some(10)));
+}

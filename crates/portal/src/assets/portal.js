@@ -437,9 +437,21 @@
     var rows = s.limits.map(function (l) {
       var where = l.scope === 'product' ? 'product' : l.scope === 'api' ? 'API ' + (l.apiName || l.api) : 'operation ' + (l.operationName || l.operation) + ' (' + (l.apiName || l.api) + ')';
       var limit = limitText(l);
-      // Token limits are listed as configured: their use is not read back.
-      var used = l.kind === 'token-limit' ? '\u2014' : l.callsUsed === null ? 'counted per ' + l.counter : String(l.callsUsed);
-      var left = l.callsLeft === null || l.callsLeft === undefined ? '\u2014' : String(l.callsLeft);
+      var used, left;
+      if (l.kind === 'token-limit') {
+        // Tokens, reservations of calls in flight included: this minute, and the quota period.
+        var tok = function (m, q) {
+          var t = [];
+          if (m !== null && m !== undefined) t.push(m + ' tokens this minute');
+          if (q !== null && q !== undefined) t.push(q + ' tokens this ' + PERIODS[l.tokenQuotaPeriod]);
+          return t.length ? t.join(', ') : '\u2014';
+        };
+        used = tok(l.tokensUsedThisMinute, l.quotaTokensUsed);
+        left = tok(l.tokensLeftThisMinute, l.quotaTokensLeft);
+      } else {
+        used = l.callsUsed === null ? 'counted per ' + l.counter : String(l.callsUsed);
+        left = l.callsLeft === null || l.callsLeft === undefined ? '\u2014' : String(l.callsLeft);
+      }
       var bw = l.kind === 'quota' ? l.bandwidthUsedBytes + ' bytes' + (l.bandwidthKb !== null && l.bandwidthKb !== undefined ? ' of ' + l.bandwidthKb + ' KB' : '') : '\u2014';
       var renews = l.renewsAt ? l.renewsAt + ' (in ' + l.renewsInSeconds + ' s)' : '\u2014';
       return [where, limit, el('span', { class: 'calls-used' }, used), el('span', { class: 'calls-left' }, left), bw, renews];
