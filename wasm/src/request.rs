@@ -106,7 +106,12 @@ pub(crate) fn judge_body(id: u32, st: &mut Stream, body: &[u8]) -> Verdict {
         reply(st, &reply::internal_error());
         return Verdict::Pause;
     };
-    judge(id, st, &buf, Some(body), true)
+    let verdict = judge(id, st, &buf, Some(body), true);
+    if rls::waiting(id) {
+        // Judged again with these headers and the held body when the remote store answers.
+        st.held_headers = Some(buf);
+    }
+    verdict
 }
 
 /// The request judged from its header map `buf` (and its body, once read). `headers_sent`: the
@@ -201,9 +206,15 @@ fn resume(token: u32, answer: Result<Vec<u8>, u32>) {
         rls::forget(stream);
         return;
     }
-    let verdict = with_stream(stream, |st| match abi::header_map(abi::REQUEST_HEADERS) {
-        Some(buf) => judge(stream, st, &buf, None, false),
-        None => {
+    let verdict = with_stream(stream, |st| match (st.held_headers.take(), abi::header_map(abi::REQUEST_HEADERS)) {
+        // A call that carries tokens: its first headers (the rewritten ones went on) and its body.
+        (Some(buf), _) => {
+            let max = st.gateway.as_ref().map_or(0, |g| g.settings.max_request_body_bytes as usize);
+            let body = abi::buffer(abi::REQUEST_BODY, max.saturating_add(1)).unwrap_or_default();
+            judge(stream, st, &buf, Some(&body), true)
+        }
+        (None, Some(buf)) => judge(stream, st, &buf, None, false),
+        (None, None) => {
             reply(st, &reply::internal_error());
             Verdict::Pause
         }

@@ -101,7 +101,7 @@ pub extern "C" fn proxy_on_log(id: u32) {
             u.record(&gw, &call);
         }
         if let Some((metered, usage)) = ended.tokens {
-            let events = mlgate_core::admit::tokens::settle(&gw, &metered, usage, now_ns / 1_000_000, &mut SharedData);
+            let events = rls::settle_tokens(id, &gw, &metered, usage, now_ns / 1_000_000, &mut SharedData);
             if let Some(s) = &st.stats {
                 s.count(&events);
             }

@@ -8,11 +8,16 @@
 //! context with the call's token; [`on_answer`] says which stream waited, and `request.rs` makes it the effective context again,
 //! runs the same `proxy_on_request_headers` with the answer, and resumes the stream if the
 //! request goes upstream (a reply has already ended it). If the stream ended meanwhile, the
-//! answer only updates the breaker. Bandwidth is reported from `proxy_on_log` with the same
-//! protocol; the call outlives the stream.
+//! answer only updates the breaker. Bandwidth is reported, and token reservations settled,
+//! from `proxy_on_log` with the same protocol; the call outlives the stream (its answer only
+//! matters if it fails: a failed settle leaves the reservation charged, counted in
+//! `rls_settle_failures`). A reservation made in shared data (`on_failure: local`) is settled
+//! there.
 
 use super::abi;
+use mlgate_core::admit::tokens::Metered;
 use mlgate_core::admit::{admit_with, Admission, Connection, Request};
+use mlgate_core::tokens::TokenUsage;
 use mlgate_core::{Events, Gateway, Store};
 use mlgate_core::{LimitsStore, OnFailure, RlsSettings};
 use mlgate_remote::breaker::Breaker;
@@ -27,6 +32,8 @@ enum Pending {
     Check { stream: u32, cluster: String, probe: bool, breaker: (u32, u64) },
     /// A bandwidth report: counted locally instead if it fails under `on_failure: local`.
     Bandwidth { gw: Rc<Gateway>, sub: u32, bytes: u64, cluster: String },
+    /// A token settle: if it fails, the reservation stays charged.
+    Settle { cluster: String, breaker: (u32, u64) },
 }
 
 /// A call's response message, or `Err` if the call failed.
@@ -40,6 +47,7 @@ struct RlsStats {
     skipped: Option<u32>,
     local: Option<u32>,
     breaker_open: Option<u32>,
+    settle_failures: Option<u32>,
 }
 
 // Small lists, not hash maps: a worker has few calls out at once, and every map type costs
@@ -52,6 +60,8 @@ thread_local! {
     /// One breaker per store (cluster) in this VM.
     static BREAKERS: RefCell<Vec<(String, Breaker)>> = const { RefCell::new(Vec::new()) };
     static STATS: RefCell<Option<RlsStats>> = const { RefCell::new(None) };
+    /// Streams decided in shared data (`on_failure: local`): their tokens are settled there.
+    static LOCAL_CHARGES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn take_pending(token: u32) -> Option<Pending> {
@@ -80,6 +90,7 @@ fn stats() -> RlsStats {
             skipped: abi::define_metric(abi::COUNTER, "mlgate.rls_breaker_skipped"),
             local: abi::define_metric(abi::COUNTER, "mlgate.rls_local_fallback"),
             breaker_open: abi::define_metric(abi::GAUGE, "mlgate.rls_breaker_open"),
+            settle_failures: abi::define_metric(abi::COUNTER, "mlgate.rls_settle_failures"),
         })
     })
 }
@@ -136,9 +147,7 @@ pub(super) fn admit<'g, 'r>(
     if let Some(answer) = answer {
         let mut answered = Answered::new(settings, answer.as_deref().map_err(|_| ()), shared);
         let a = admit_with(gw, req, now_ms, conn, &mut answered);
-        if answered.fell_back_local {
-            bump(stats().local, 1);
-        }
+        fell_back_local(stream, answered.fell_back_local);
         return a;
     }
     let (decided, request, probe, skipped, local) = with_breaker(&settings.cluster, |breaker| {
@@ -149,9 +158,7 @@ pub(super) fn admit<'g, 'r>(
     if skipped {
         bump(stats().skipped, 1);
     }
-    if local {
-        bump(stats().local, 1);
-    }
+    fell_back_local(stream, local);
     if decided.is_some() {
         return decided;
     }
@@ -170,12 +177,28 @@ pub(super) fn admit<'g, 'r>(
             failed(settings, now_ms, probe);
             let mut answered = Answered::new(settings, Err(()), shared);
             let a = admit_with(gw, req, now_ms, conn, &mut answered);
-            if answered.fell_back_local {
-                bump(stats().local, 1);
-            }
+            fell_back_local(stream, answered.fell_back_local);
             a
         }
     }
+}
+
+/// Counts a decision made in shared data instead, and remembers the stream: tokens it
+/// reserved there are settled there too.
+fn fell_back_local(stream: u32, local: bool) {
+    if local {
+        bump(stats().local, 1);
+        LOCAL_CHARGES.with(|l| l.borrow_mut().push(stream));
+    }
+}
+
+/// Whether the stream's tokens were reserved in shared data (forgetting it).
+fn charged_locally(stream: u32) -> bool {
+    LOCAL_CHARGES.with(|l| {
+        let mut l = l.borrow_mut();
+        let i = l.iter().position(|s| *s == stream);
+        i.map(|i| l.swap_remove(i)).is_some()
+    })
 }
 
 fn failed(settings: &RlsSettings, now_ms: u64, probe: bool) {
@@ -190,6 +213,7 @@ pub(super) fn waiting(stream: u32) -> bool {
 
 /// The stream is gone: a call still out for it is cancelled.
 pub(super) fn forget(stream: u32) {
+    charged_locally(stream);
     if unwait(stream).is_none() {
         return;
     }
@@ -210,23 +234,57 @@ pub(super) fn record_bandwidth(gw: &Rc<Gateway>, sub: u32, bytes: u64, now_ms: u
     let Some(settings) = settings(gw) else { return mlgate_core::record_bandwidth(gw, sub, bytes, now_ms, shared) };
     let Some(s) = gw.subscriptions.get(sub as usize) else { return Events::default() };
     let Some(product) = gw.products.get(s.product as usize) else { return Events::default() };
-    let skip = with_breaker(&settings.cluster, |b| b.is_open());
-    if !skip {
-        let request = client::bandwidth_request(settings, &s.id, &product.id, bytes);
-        let service = wire::grpc_service(&settings.cluster);
-        bump(stats().calls, 1);
-        if let Ok(token) = abi::grpc_call(&service, mlgate_remote::SERVICE, mlgate_remote::METHOD, &request, settings.timeout_ms) {
-            let p = Pending::Bandwidth { gw: gw.clone(), sub, bytes, cluster: settings.cluster.clone() };
-            PENDING.with(|m| m.borrow_mut().push((token, p)));
-            return Events::default();
-        }
-        failed(settings, now_ms, false);
+    let request = client::bandwidth_request(settings, &s.id, &product.id, bytes);
+    let p = Pending::Bandwidth { gw: gw.clone(), sub, bytes, cluster: settings.cluster.clone() };
+    if report(settings, &request, now_ms, p) {
+        return Events::default();
     }
     if settings.on_failure == OnFailure::Local {
         bump(stats().local, 1);
         return mlgate_core::record_bandwidth(gw, sub, bytes, now_ms, shared);
     }
     Events::default()
+}
+
+/// Settles a finished call's token reservation to its usage where it was made: the remote
+/// store (a call of its own, fire and forget) or shared data. Without a usage, or when the
+/// store cannot be asked, the reservation stays charged.
+pub(super) fn settle_tokens(
+    stream: u32,
+    gw: &Gateway,
+    m: &Metered,
+    usage: Option<TokenUsage>,
+    now_ms: u64,
+    shared: &mut dyn Store,
+) -> Events {
+    let local = charged_locally(stream);
+    let Some(settings) = settings(gw).filter(|_| !local) else {
+        return mlgate_core::admit::tokens::settle(gw, m, usage, now_ms, shared);
+    };
+    let Some(request) = usage.and_then(|u| mlgate_remote::tokens::settle_request(settings, gw, m, u.total)) else {
+        return Events::default();
+    };
+    let p = Pending::Settle { cluster: settings.cluster.clone(), breaker: (settings.breaker_failures, settings.breaker_open_ms) };
+    if !report(settings, &request, now_ms, p) {
+        bump(stats().settle_failures, 1);
+    }
+    Events::default()
+}
+
+/// Sends a report of a finished call (bandwidth, a settle) unless the breaker is open.
+/// `false`: it was not sent.
+fn report(settings: &RlsSettings, request: &[u8], now_ms: u64, pending: Pending) -> bool {
+    if with_breaker(&settings.cluster, |b| b.is_open()) {
+        return false;
+    }
+    let service = wire::grpc_service(&settings.cluster);
+    bump(stats().calls, 1);
+    if let Ok(token) = abi::grpc_call(&service, mlgate_remote::SERVICE, mlgate_remote::METHOD, request, settings.timeout_ms) {
+        PENDING.with(|m| m.borrow_mut().push((token, pending)));
+        return true;
+    }
+    failed(settings, now_ms, false);
+    false
 }
 
 /// A call's answer (`Ok`: the response message; `Err`: its gRPC status). Returns the stream
@@ -251,6 +309,13 @@ pub(super) fn on_answer(token: u32, answer: Result<Vec<u8>, u32>, shared: &mut d
             if !ok && settings(&gw).is_some_and(|s| s.on_failure == OnFailure::Local) {
                 bump(stats().local, 1);
                 let _ = mlgate_core::record_bandwidth(&gw, sub, bytes, now_ms, shared);
+            }
+            None
+        }
+        Pending::Settle { cluster, breaker } => {
+            record(&cluster, ok, false, breaker, now_ms);
+            if !ok {
+                bump(stats().settle_failures, 1);
             }
             None
         }

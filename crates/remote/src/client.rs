@@ -4,6 +4,7 @@
 
 use super::breaker::{Breaker, Gate};
 use super::names::{KEY_COUNTER, KEY_LIMIT, KEY_SUBSCRIPTION, QUOTA_BANDWIDTH};
+use super::tokens;
 use super::wire::{self, Response, CODE_OK, CODE_OVER_LIMIT};
 use mlgate_core::admit::{Identity, Limits, LocalLimits};
 use mlgate_core::limits::{DenialKind, Grant, Plan, RateLimitStatus, Spec, Store, Verdict};
@@ -31,7 +32,7 @@ fn limit_id(spec: &Spec<'_>, product: &str) -> String {
 }
 
 /// The `RateLimitRequest` that checks and counts one call against `plan`: one descriptor per
-/// limit, in spec order (so statuses map back to limits).
+/// limit, in spec order, then one per token limit (so statuses map back to limits).
 pub fn check_request(settings: &RlsSettings, plan: &Plan<'_, '_>, subscription: &str, product: &str) -> Vec<u8> {
     let mut enc = wire::RequestEncoder::new(&settings.domain);
     for (spec, value) in plan.specs.iter().zip(plan.values.iter()) {
@@ -44,6 +45,7 @@ pub fn check_request(settings: &RlsSettings, plan: &Plan<'_, '_>, subscription: 
             _ => enc.descriptor(&[(KEY_LIMIT, &id), (KEY_SUBSCRIPTION, subscription)], None),
         }
     }
+    tokens::check_descriptors(&mut enc, &plan.tokens, subscription);
     enc.finish(0)
 }
 
@@ -61,24 +63,27 @@ fn secs_of(s: &wire::Status) -> u64 {
 }
 
 /// The verdict an answer means for `plan`: the same APIM replies as a local decision.
-/// `None`: the answer says nothing usable (code UNKNOWN), which counts as a store failure.
+/// `None`: the answer says nothing usable (code UNKNOWN, or an admission without the charge
+/// of its token limits), which counts as a store failure.
 pub fn verdict(plan: &Plan<'_, '_>, resp: &Response) -> Option<Verdict> {
     let mut specs = plan.specs.iter().flatten();
+    let n_calls = plan.specs.iter().flatten().count();
     match resp.overall_code {
         CODE_OVER_LIMIT => {
             // The first limit over; without statuses, the first limit.
-            let (spec, status) = match resp.statuses.iter().position(|s| s.code == CODE_OVER_LIMIT) {
-                Some(k) => (specs.nth(k), resp.statuses.get(k)),
-                None => (specs.next(), None),
-            };
+            let k = resp.statuses.iter().position(|s| s.code == CODE_OVER_LIMIT);
+            let status = k.and_then(|k| resp.statuses.get(k));
             let secs = status.map_or(1, secs_of).max(1);
-            let v = match spec? {
-                Spec::Rate(rl) => Verdict::Deny(DenialKind::RateLimit, reply::rate_limited(secs, rl.retry_after_header.as_deref())),
-                Spec::Quota(_) => {
-                    let bandwidth = status.and_then(|s| s.current_limit.as_ref()).is_some_and(|l| l.name == QUOTA_BANDWIDTH);
+            let name = status.and_then(|s| s.current_limit.as_ref()).map(|l| l.name.as_str());
+            let k = k.unwrap_or(0);
+            let v = match specs.nth(k) {
+                Some(Spec::Rate(rl)) => Verdict::Deny(DenialKind::RateLimit, reply::rate_limited(secs, rl.retry_after_header.as_deref())),
+                Some(Spec::Quota(_)) => {
+                    let bandwidth = name == Some(QUOTA_BANDWIDTH);
                     let kind = if bandwidth { DenialKind::QuotaBandwidth } else { DenialKind::QuotaCalls };
                     Verdict::Deny(kind, reply::quota_exceeded(bandwidth, secs))
                 }
+                None => tokens::denied(plan.tokens.limits.iter().flatten().nth(k.checked_sub(n_calls)?)?, name, secs),
             };
             Some(v)
         }
@@ -110,6 +115,9 @@ pub fn verdict(plan: &Plan<'_, '_>, resp: &Response) -> Option<Verdict> {
                     }
                     Spec::Quota(q) => g.count_bandwidth |= q.bandwidth_bytes.is_some(),
                 }
+            }
+            if plan.tokens.limits.iter().any(Option::is_some) {
+                g.tokens = Some(tokens::charge_of(&plan.tokens, resp.statuses.get(n_calls..)?, &mut g.headers)?);
             }
             Some(Verdict::Admit(g))
         }

@@ -15,6 +15,7 @@
 //! - [`breaker`]: the circuit breaker.
 //! - [`names`]: the descriptor vocabulary both sides use, and the gRPC method.
 //! - [`server`]: the service's side: descriptors to a `Plan`, the verdict to statuses.
+//! - [`tokens`]: token limits over the protocol: the reservation, the charge, the settle.
 //!
 //! **Descriptors** (what mlgate sends, for operators running another RLS). Domain: `domain`
 //! (default `mlgate`). One descriptor per limit of the request, in this order: product rate
@@ -26,17 +27,21 @@
 //! | rate limit by key (`counter`) | `limit` = as above, `counter` = the client address or header value (`%XX` for `%`, controls, space, bytes >= 0x7f) |
 //! | quota | `limit` = `q:<product>`, `subscription` = `<subscription id>` |
 //! | bandwidth report (after the response) | `limit` = `b:<product>`, `subscription`, descriptor `hits_addend` = body bytes |
+//! | token limit (after the call limits) | `limit` = `tp:<product>` / `ta:<api>`, `subscription`, descriptor `hits_addend` = tokens reserved |
+//! | token settle (after the response) | `limit` = `tp:<product>` / `ta:<api>`, `subscription`, `settle` = `<admitted_ms>:<quota_period>:<reserved>`, descriptor `hits_addend` = actual tokens |
 //!
 //! A check counts one call (`hits_addend` 0). The answer's `statuses` follow the
 //! descriptors: `OVER_LIMIT` on a rate limit is APIM's 429, on a quota its 403 (bandwidth if
 //! the status's `current_limit.name` is `quota_bandwidth`), with `Retry-After` =
 //! `duration_until_reset` rounded up to seconds. On `OK`, `current_limit.requests_per_unit`,
-//! `limit_remaining` and `duration_until_reset` give the `RateLimit-*` headers.
+//! `limit_remaining` and `duration_until_reset` give the `RateLimit-*` headers. A token
+//! limit's status carries the reservation's charge in `current_limit.name` (see [`tokens`]).
 
 pub mod breaker;
 pub mod client;
 pub mod names;
 pub mod server;
+pub mod tokens;
 pub mod wire;
 
 pub use names::*;

@@ -116,12 +116,6 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
     }
 
-    if settings.limits_store != crate::model::LimitsStore::SharedData {
-        let tokened = products.iter().position(|p| p.token_limit.is_some()).map(|i| format!("products[{i}].token_limit"));
-        if let Some(f) = tokened.or_else(|| apis.iter().position(|a| a.token_limit.is_some()).map(|i| format!("apis[{i}].token_limit"))) {
-            return Err(ConfigError::new(f, "token limits are counted in shared data only (not yet with limits_store rls)"));
-        }
-    }
     let portal = raw.portal.map(|p| compile_portal(p, &apis)).transpose()?;
     let per_subscription = raw.metrics.is_some_and(|m| m.per_subscription);
     let ops_per_api: Vec<usize> = apis.iter().map(|a| a.operations.len()).collect();
