@@ -471,7 +471,8 @@ class H2c(_Connection):
             self.sock = None
 
     def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b"",
-                authority: bytes = b"gw.example.test") -> Response:
+                authority: bytes = b"gw.example.test", trailers: list[tuple[bytes, bytes]] | None = None) -> Response:
+        """`trailers`: sent after the body, ending the request (no DATA frame ends it)."""
         import h2.events
         import h2.exceptions
         if self.sock is None:
@@ -480,9 +481,11 @@ class H2c(_Connection):
         hs = [(b":method", method.encode()), (b":scheme", b"http"), (b":authority", authority), (b":path", target)]
         hs += [(k.lower(), v) for k, v in headers]
         try:
-            self.conn.send_headers(sid, hs, end_stream=not body)
+            self.conn.send_headers(sid, hs, end_stream=not body and not trailers)
             if body:
-                self.conn.send_data(sid, body, end_stream=True)
+                self.conn.send_data(sid, body, end_stream=not trailers)
+            if trailers:
+                self.conn.send_headers(sid, trailers, end_stream=True)
             self.sock.sendall(self.conn.data_to_send())
         except (OSError, h2.exceptions.ProtocolError):
             self.close()

@@ -293,3 +293,26 @@ def test_models_is_not_metered(gw, azureml_sim):
         assert r.json()["data"][0]["id"] == "sim-chat"
         # Not a call that carries tokens: no token headers.
         assert r.header("x-remaining-tokens") is None
+
+
+def test_a_body_ended_by_trailers_is_judged(gw, azureml_sim):
+    """HTTP/2 with request trailers: no body callback ends the body; the trailers do."""
+    from harness import H2c
+    c = H2c(gw.port)
+    try:
+        body = chat_body(12)
+        headers = [(b"ocp-apim-subscription-key", KEYS["default"].encode()), (b"content-type", b"application/json"),
+                   (b"x-sim-completion-tokens", b"3")]
+        r = c.request("POST", b"/llm/chat/completions", headers, body, trailers=[(b"x-checksum", b"1")])
+        assert r.status == 200, r
+        assert json.loads(r.body)["usage"]["completion_tokens"] == 3
+        # Judged: the reservation's header says so (a body forwarded unjudged would have none).
+        assert r.header("x-remaining-tokens") is not None, r.headers
+        before = sim_get(azureml_sim, "/sim/usage")["calls"]
+        r = c.request("POST", b"/llm/chat/completions", headers, b"not json", trailers=[(b"x-checksum", b"1")])
+        assert r.status == 400, r
+        # mlgate's own refusal, not the backend's.
+        assert json.loads(r.body)["statusCode"] == 400
+        assert sim_get(azureml_sim, "/sim/usage")["calls"] == before
+    finally:
+        c.close()

@@ -44,6 +44,22 @@ fn read_body(id: u32, st: &mut Stream, size: usize, end_of_stream: bool) -> u32 
     verdict.code()
 }
 
+/// Request trailers arrived: a body held for judgement ends here (no body callback says so).
+pub(crate) fn body_ended_by_trailers(id: u32) -> u32 {
+    with_stream(id, |st| {
+        if !st.reading_body {
+            return CONTINUE;
+        }
+        let max = st.gateway.as_ref().map_or(0, |g| g.settings.max_request_body_bytes as usize);
+        st.reading_body = false;
+        let body = abi::buffer(abi::REQUEST_BODY, max.saturating_add(1)).unwrap_or_default();
+        let verdict = judge_body(id, st, &body);
+        st.acct.body(body.len() as u64, false);
+        verdict.code()
+    })
+    .unwrap_or(CONTINUE)
+}
+
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseBody);
