@@ -23,7 +23,8 @@ pub fn token_usage(store: &mut dyn Store, record_key: &str, tl: &crate::model::T
         Some((rec, _)) if rec.first() == Some(&VERSION) => rec,
         _ => Vec::new(),
     };
-    let window = find_seg(&rec, SUB_BASE, KIND_TOKENS, tl.id.as_bytes()).map(|s| super::tokens::window_used(&rec, s.payload, now_ms / 1000));
+    let window =
+        find_seg(&rec, SUB_BASE, KIND_TOKENS, tl.id.as_bytes()).map(|s| super::tokens::window_used(&rec, s.payload, now_ms / 1000));
     let mut out = TokenUse { window_used: tl.tokens_per_minute.map(|_| window.unwrap_or(0)), ..TokenUse::default() };
     if let Some((_, period)) = tl.quota {
         let (start, end) = crate::time::calendar_period(now_ms, period);
