@@ -260,6 +260,10 @@ pub fn render(spec: &Spec<'_>) -> Value {
         "node": {"id": "mlgate", "cluster": "mlgate"},
         "admin": {"address": socket(spec.admin)},
         "stats_config": {"stats_tags": stats_tags},
+        // tcmalloc hands freed memory back to the system, 8 MiB a second: the Wasm form idles
+        // 3.8 MiB lower (of what V8 freed after compiling the module), the native 3.6 MiB
+        // (README "Memory").
+        "memory_allocator_manager": {"bytes_to_release": 8 << 20, "memory_release_interval": "1s"},
         "static_resources": {
             "listeners": listeners,
             "clusters": services
@@ -318,6 +322,7 @@ mod tests {
         };
         let b = render(&spec);
         assert_eq!(b["stats_config"]["stats_tags"][0]["regex"], "(api=\\.=(.*?);\\.;)");
+        assert_eq!(b["memory_allocator_manager"]["bytes_to_release"], 8 << 20);
         let with_rls = render(&Spec { rls: Some(("rls", "127.0.0.1:8091".parse().unwrap())), ..spec });
         let c = &with_rls["static_resources"]["clusters"][0];
         assert_eq!(c["name"], "rls");

@@ -2,13 +2,15 @@
 //!
 //! May depend on: mlgate-core, mlgate-portal (the OpenAPI export). Nothing depends on it.
 //!
-//! - `mlgate check CONFIG.json`: the filter's configure-time validation, nothing more or less.
+//! - `mlgate check CONFIG.json`: the filter's configure-time validation, nothing more or less,
+//!   and what the configuration costs in memory at full tables (`memory.rs`).
 //! - `mlgate key new` / `mlgate key hash`: subscription keys and their SHA-256 for
 //!   `primary_key_sha256` / `secondary_key_sha256`.
 //! - `mlgate envoy CONFIG.json`: a complete Envoy bootstrap with mlgate wired in.
 //! - `mlgate openapi CONFIG.json API_ID`: the API's OpenAPI export, as the portal serves it.
 
 mod bootstrap;
+mod memory;
 
 use clap::{Args, Parser, Subcommand};
 use mlgate_core::{ConfigError, Environment, Gateway, ProcessEnv};
@@ -47,6 +49,9 @@ enum Command {
     Check {
         /// The plugin configuration (JSON); `-` reads standard input.
         config: PathBuf,
+        /// Envoy's worker threads (`--concurrency`), for the memory estimate.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+        workers: u32,
     },
     /// Make or hash subscription keys.
     #[command(subcommand)]
@@ -145,7 +150,7 @@ impl Failure {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, workers } => check(&config, workers),
         Command::Key(KeyCommand::New) => key_new(),
         Command::Key(KeyCommand::Hash) => key_hash(),
         Command::Envoy(args) => envoy(&args),
@@ -176,7 +181,7 @@ fn configure(json: &[u8], env: &dyn Environment) -> Result<Gateway, Failure> {
     Gateway::from_json(json, env).map_err(Failure::invalid)
 }
 
-fn check(path: &PathBuf) -> Result<(), Failure> {
+fn check(path: &PathBuf, workers: u32) -> Result<(), Failure> {
     let json = read_input(path)?;
     let gateway = configure(&json, &ProcessEnv)?;
     let s = gateway.summary();
@@ -193,6 +198,7 @@ fn check(path: &PathBuf) -> Result<(), Failure> {
     for name in &s.api_key_envs {
         text.push_str(&format!("  api_key_env    {name}\n"));
     }
+    text.push_str(&memory::lines(&s.memory, workers));
     out(&text)
 }
 

@@ -23,6 +23,7 @@ pub mod json;
 pub mod keys;
 pub mod limits;
 pub mod local;
+pub mod memory;
 pub mod model;
 pub mod reply;
 pub mod route;

@@ -50,6 +50,9 @@ pub struct Settings {
     pub failure_mode: FailureMode,
     pub max_cas_retries: u32,
     pub counter_slots: u32,
+    /// The most memory every keyed limit's counter table may take when full, in KB of 1024
+    /// bytes (`counter_memory_kb`; see `memory`).
+    pub counter_memory_kb: u32,
     /// Where limits are counted: this Envoy's shared data, or a rate limit service.
     pub limits_store: LimitsStore,
     /// The largest request body a token-metered operation reads (`max_request_body_bytes`).

@@ -8,6 +8,7 @@ mod config_tests;
 mod gateway_tests;
 mod hostile_tests;
 mod limits_tests;
+mod memory_tests;
 mod time_tests;
 mod token_limits_tests;
 mod tokens_tests;

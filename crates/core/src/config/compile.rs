@@ -116,6 +116,13 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
     }
 
+    if crate::memory::local_tables(&settings.limits_store) {
+        let (slots, budget) = (settings.counter_slots, settings.counter_memory_kb);
+        crate::memory::check_counter_budget(&apis, &products, slots, budget).map_err(|kb| {
+            let why = format!("the counter tables would take {kb} KB when full, over {budget} KB: lower counter_slots or calls, or raise counter_memory_kb");
+            ConfigError::new("counter_memory_kb", why)
+        })?;
+    }
     let portal = raw.portal.map(|p| compile_portal(p, &apis)).transpose()?;
     let per_subscription = raw.metrics.is_some_and(|m| m.per_subscription);
     let ops_per_api: Vec<usize> = apis.iter().map(|a| a.operations.len()).collect();
@@ -143,6 +150,9 @@ fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
     if raw.counter_slots == 0 || raw.counter_slots > 1_000_000 {
         return Err(ConfigError::new("counter_slots", "must be 1..=1000000"));
     }
+    if raw.counter_memory_kb == 0 {
+        return Err(ConfigError::new("counter_memory_kb", "must be at least 1"));
+    }
     Ok(Settings {
         unmatched: raw.unmatched_requests,
         subscription_id_header: raw.subscription_id_header.to_ascii_lowercase(),
@@ -152,6 +162,7 @@ fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
         failure_mode: raw.failure_mode,
         max_cas_retries: raw.max_cas_retries,
         counter_slots: raw.counter_slots,
+        counter_memory_kb: raw.counter_memory_kb,
         limits_store: super::limits_store::compile(raw.limits_store.as_ref())?,
         max_request_body_bytes: match raw.max_request_body_bytes {
             n @ 1..=MAX_BODY => n,

@@ -30,6 +30,9 @@ pub(super) struct RawConfig {
     pub(super) max_cas_retries: u32,
     #[serde(default = "default_counter_slots")]
     pub(super) counter_slots: u32,
+    /// The cap on every keyed limit's full counter table together, in KB.
+    #[serde(default = "default_counter_memory_kb")]
+    pub(super) counter_memory_kb: u32,
     /// `"shared_data"` (default) or `{"rls": {...}}` (see `limits_store`).
     #[serde(default)]
     pub(super) limits_store: Option<super::limits_store::RawLimitsStore>,
@@ -113,6 +116,9 @@ fn default_true() -> bool {
 }
 fn default_cas_retries() -> u32 {
     64
+}
+fn default_counter_memory_kb() -> u32 {
+    crate::memory::DEFAULT_COUNTER_MEMORY_KB
 }
 fn default_counter_slots() -> u32 {
     4096
