@@ -76,14 +76,14 @@ def test_check_demo_config_prints_a_summary():
     out = r.stdout.decode()
     assert out.splitlines()[0] == f"{DEMO}: valid mlgate configuration"
     fields = dict(re.findall(r"^  (\w[\w ]*?)\s{2,}(.+)$", out, re.M))
-    assert fields["apis"] == "1"
-    assert fields["operations"] == "5"  # the azureml-studio set
+    assert fields["apis"] == "3"
+    assert fields["operations"] == "10"  # the azureml-studio set, the openai set, score
     assert fields["products"] == "2"
     assert fields["subscriptions"] == "2"
-    assert fields["limits"] == "2"  # Starter's rate limit and quota
+    assert fields["limits"] == "3"  # Starter's rate limit, quota and token limit
     m = re.fullmatch(r"at most (\d+) bytes", fields["shared data"])
     assert m and int(m.group(1)) > 5 * 8, fields["shared data"]  # at least alice's 5-call ring
-    assert fields["upstream"] == "http://127.0.0.1:8081"
+    assert re.findall(r"^  upstream\s+(.+)$", out, re.M) == ["http://127.0.0.1:8081", "http://127.0.0.1:8081/v1"]
     assert fields["api_key_env"] == "AZUREML_API_KEY"
     assert "alice-demo-key" not in out and "demo-aml-key" not in out
 

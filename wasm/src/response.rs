@@ -45,7 +45,7 @@ fn read_body(id: u32, st: &mut Stream, size: usize, end_of_stream: bool) -> u32 
 }
 
 /// Request trailers arrived: a body held for judgement ends here (no body callback says so).
-pub(crate) fn body_ended_by_trailers(id: u32) -> u32 {
+fn body_ended_by_trailers(id: u32) -> u32 {
     with_stream(id, |st| {
         if !st.reading_body {
             return CONTINUE;
@@ -58,6 +58,18 @@ pub(crate) fn body_ended_by_trailers(id: u32) -> u32 {
         verdict.code()
     })
     .unwrap_or(CONTINUE)
+}
+
+/// Trailers of a paused request wait with it (Envoy would otherwise resume the headers); for a
+/// call that carries tokens they end the body it holds, which is judged now.
+#[no_mangle]
+pub extern "C" fn proxy_on_request_trailers(id: u32, _trailers: usize) -> u32 {
+    let _p = profile::callback(profile::Cb::RequestTrailers);
+    if rls::waiting(id) {
+        1
+    } else {
+        body_ended_by_trailers(id)
+    }
 }
 
 #[no_mangle]

@@ -330,15 +330,3 @@ fn record(cluster: &str, ok: bool, probe: bool, (threshold, open_ms): (u32, u64)
     bump(stats().failures, 1);
     with_breaker(cluster, |b| b.failure(now_ms, probe, threshold, open_ms));
 }
-
-/// Trailers of a paused request wait with it (Envoy would otherwise resume the headers); for a
-/// call that carries tokens they end the body it holds, which is judged now.
-#[no_mangle]
-pub extern "C" fn proxy_on_request_trailers(id: u32, _trailers: usize) -> u32 {
-    let _p = super::profile::callback(super::profile::Cb::RequestTrailers);
-    if waiting(id) {
-        1
-    } else {
-        super::response::body_ended_by_trailers(id)
-    }
-}

@@ -20,7 +20,7 @@ pub struct Summary {
     pub operations: usize,
     pub products: usize,
     pub subscriptions: usize,
-    /// Rate limits and quotas configured (product, API and operation scopes).
+    /// Rate limits, quotas and token limits configured (product, API and operation scopes).
     pub limits: usize,
     /// Upper bound of the limit store's memory at full tables, in bytes (entries, their keys
     /// and values, the host's overhead per entry).
@@ -36,11 +36,11 @@ impl Gateway {
     pub fn summary(&self) -> Summary {
         let mut limits = 0;
         for api in &self.apis {
-            limits += usize::from(api.rate_limit.is_some());
+            limits += usize::from(api.rate_limit.is_some()) + usize::from(api.token_limit.is_some());
             limits += api.operations.iter().filter(|o| o.rate_limit.is_some()).count();
         }
         for p in &self.products {
-            limits += usize::from(p.rate_limit.is_some()) + usize::from(p.quota.is_some());
+            limits += usize::from(p.rate_limit.is_some()) + usize::from(p.quota.is_some()) + usize::from(p.token_limit.is_some());
         }
         let memory = crate::memory::estimate(self);
         let mut upstreams: Vec<Upstream> = Vec::new();
