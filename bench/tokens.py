@@ -2,7 +2,7 @@
 `.venv/bin/python bench/tokens.py`):
 
 1. The cost of a token-limited chat call against a call-limited one: the same POST
-   /llm/chat/completions through mlgate (Wasm and native), once with a product `rate_limit`
+   /llm/chat/completions through mlgate (Wasm and native), once with a product call `quota`
    and once with a `token_limit` (the body read and bounded, the reservation, the response
    read for its usage, the settle). The upstream is an Envoy direct_response answering a fixed
    chat.completion with `usage`. Gateway CPU per request, closed loop (wrk), interleaved rounds.
@@ -45,7 +45,9 @@ def config(limit: str) -> str:
     """mlgate in front of one `openai` API: `limit` "calls" (a product rate limit) or "tokens"."""
     product = {"id": "p", "name": "P", "apis": ["llm"]}
     if limit == "calls":
-        product["rate_limit"] = {"calls": 10_000, "renewal_period": 1}
+        # A call quota that never runs out: one counter per call, in a record of the token
+        # limit's order of size (a rate limit's ring is 8 bytes per allowed call).
+        product["quota"] = {"calls": 1 << 50, "renewal_period": 3600}
     else:
         product["token_limit"] = {"tokens_per_minute": 1 << 40, "default_max_completion_tokens": 256}
     return json.dumps({
