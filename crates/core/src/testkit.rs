@@ -7,6 +7,7 @@
 use crate::admit::{admit, Admission, Connection, Events, Outcome, Request};
 use crate::config::common::Environment;
 use crate::limits::{HostError, SetError, Store};
+use crate::local::LocalHost;
 use crate::model::Gateway;
 use crate::reply::Reply;
 use std::cell::RefCell;
@@ -189,5 +190,19 @@ impl Store for MemStore {
         let c = i.next_cas;
         i.map.insert(key.to_string(), (value.to_vec(), c));
         Ok(())
+    }
+}
+
+/// What local endpoints read, with a store and no metrics (the portal's tests).
+pub struct StoreHost {
+    pub store: MemStore,
+}
+
+impl LocalHost for StoreHost {
+    fn store(&mut self) -> &mut dyn Store {
+        &mut self.store
+    }
+    fn metric(&mut self, _slot: u32, _index: usize) -> Option<u64> {
+        None
     }
 }

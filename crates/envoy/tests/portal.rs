@@ -9,29 +9,16 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use mlgate_core::admit::Request;
-use mlgate_core::limits::{Spec, Store};
-use mlgate_core::local::{self, LocalHost};
+use mlgate_core::limits::Spec;
+use mlgate_core::local;
 use mlgate_core::model::Gateway;
 use mlgate_core::reply::{Reply, INVALID_KEY, MISSING_KEY, NOT_FOUND};
-use mlgate_core::testkit::{demo, gateway, headers, run_full, sha_hex, view, Conn, Env, MemStore};
+use mlgate_core::testkit::{demo, gateway, headers, run_full, sha_hex, view, Conn, Env, MemStore, StoreHost};
 use mlgate_envoy::local::{any, serve};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_700_000_000_000;
 const RRS: &str = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true";
-
-struct Host {
-    store: MemStore,
-}
-
-impl LocalHost for Host {
-    fn store(&mut self) -> &mut dyn Store {
-        &mut self.store
-    }
-    fn metric(&mut self, _slot: u32, _index: usize) -> Option<u64> {
-        None
-    }
-}
 
 fn with_portal(mut cfg: Value) -> Value {
     cfg["portal"] = json!({"path": "/developer", "title": "Contoso AzureML"});
@@ -45,7 +32,7 @@ fn get(gw: &Gateway, store: &MemStore, method: &str, path: &str, extra: &[(&str,
     let owned = headers(&h);
     let v = view(&owned);
     let req = Request::from_headers(&v);
-    serve(gw, &req, now, &mut Host { store: store.clone() })
+    serve(gw, &req, now, &mut StoreHost { store: store.clone() })
 }
 
 fn ok_json(r: Option<Reply>) -> Value {

@@ -10,11 +10,9 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use mlgate_core::admit::Request;
-use mlgate_core::limits::Store;
-use mlgate_core::local::LocalHost;
 use mlgate_core::model::Gateway;
 use mlgate_core::reply::Reply;
-use mlgate_core::testkit::{gateway, headers, view, MemStore};
+use mlgate_core::testkit::{gateway, headers, view, MemStore, StoreHost};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_700_000_000_000;
@@ -226,19 +224,6 @@ fn custom_operations_are_presets_only_by_their_tokens() {
     assert_eq!(plain["paths"]["/models"]["get"]["responses"]["200"], json!({"description": "The backend's answer."}));
 }
 
-struct Host {
-    store: MemStore,
-}
-
-impl LocalHost for Host {
-    fn store(&mut self) -> &mut dyn Store {
-        &mut self.store
-    }
-    fn metric(&mut self, _slot: u32, _index: usize) -> Option<u64> {
-        None
-    }
-}
-
 fn get(gw: &Gateway, store: &MemStore, path: &str, key: Option<&str>) -> Reply {
     let mut h = vec![(":method", "GET"), (":path", path), (":scheme", "https"), (":authority", "gw.example")];
     if let Some(k) = key {
@@ -246,7 +231,7 @@ fn get(gw: &Gateway, store: &MemStore, path: &str, key: Option<&str>) -> Reply {
     }
     let owned = headers(&h);
     let v = view(&owned);
-    mlgate_envoy::local::serve(gw, &Request::from_headers(&v), T0, &mut Host { store: store.clone() }).unwrap()
+    mlgate_envoy::local::serve(gw, &Request::from_headers(&v), T0, &mut StoreHost { store: store.clone() }).unwrap()
 }
 
 fn ok_json(r: Reply) -> Value {
