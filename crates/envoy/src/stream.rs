@@ -115,7 +115,7 @@ impl Accounting {
         let Some(t) = self.tokens.as_mut() else { return false };
         let sse = content_type.is_some_and(|c| c.len() >= 17 && c.get(..17).is_some_and(|p| p.eq_ignore_ascii_case(b"text/event-stream")));
         t.meter = Some(Meter::new(sse));
-        t.hold = !sse && !mlgate_core::admit::tokens::consumed_headers(gw, &t.metered, TokenUsage::default()).is_empty();
+        t.hold = !sse && mlgate_core::admit::tokens::says_consumed(gw, &t.metered);
         t.hold
     }
 

@@ -95,11 +95,16 @@ pub fn settle(gw: &Gateway, m: &Metered, usage: Option<TokenUsage>, now_ms: u64,
 
 /// `tokens_consumed_header` of the call's limits, with the tokens it consumed.
 pub fn consumed_headers(gw: &Gateway, m: &Metered, usage: TokenUsage) -> Vec<(String, String)> {
+    limits_of(gw, m).iter().flatten().filter_map(|l| l.tokens_consumed_header.clone()).map(|h| (h, usage.total.to_string())).collect()
+}
+
+/// Whether a limit of the call names a `tokens_consumed_header` (its response is then held to
+/// add it, where the host can).
+pub fn says_consumed(gw: &Gateway, m: &Metered) -> bool {
+    limits_of(gw, m).iter().flatten().any(|l| l.tokens_consumed_header.is_some())
+}
+
+fn limits_of<'g>(gw: &'g Gateway, m: &Metered) -> [Option<&'g TokenLimit>; 2] {
     let product = gw.subscriptions.get(m.sub as usize).map_or(u32::MAX, |s| s.product);
     token_limits(gw, product, m.api)
-        .iter()
-        .flatten()
-        .filter_map(|l| l.tokens_consumed_header.clone())
-        .map(|h| (h, usage.total.to_string()))
-        .collect()
 }
