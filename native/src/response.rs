@@ -1,11 +1,13 @@
 //! Response headers and the end of the stream: the limits' response headers, the response of
 //! a metered call set up for reading its token usage, and the finished call counted, its body
-//! bytes against a bandwidth quota and its tokens settled.
+//! bytes against a bandwidth quota and its tokens settled; a call's admissions held under an
+//! `increment_condition` are settled by its status.
 
 use crate::abi;
 use crate::state::{guard, now_ms, now_ns, stream};
 use crate::store::ProcessStore;
 use abi::Filter;
+use mlgate_core::admit::condition::settle_status;
 use mlgate_core::admit::tokens::settle;
 use mlgate_core::record_bandwidth;
 use std::ffi::c_void;
@@ -29,6 +31,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
             let (now, status) = if st.acct.upstream() { (now_ns(), f.header(abi::RESPONSE_HEADER, b":status")) } else { (0, None) };
             for (k, v) in st.acct.response_started(now, status.as_deref()) {
                 f.add_header(abi::RESPONSE_HEADER, k.as_bytes(), v.as_bytes());
+            }
+            if let Some((held, status)) = st.acct.status_known(status.as_deref()) {
+                // What the call held in limits that do not count its status is given back.
+                let events = settle_status(&st.config.gateway, &held, status, now_ms(), &mut ProcessStore);
+                st.config.stats.count(&f, &events);
             }
             // A call that carries tokens: its content type says how to read its usage, and
             // whether to hold it whole (the headers too) to add what it consumed.
@@ -61,6 +68,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(fil
         let ended = st.acct.end(now);
         if let Some(call) = ended.call {
             config.usage.record(&f, &config.gateway, &call);
+        }
+        if let Some(held) = ended.conditional {
+            // Ended without a response: no status counts it.
+            let events = settle_status(&config.gateway, &held, 0, now_ms(), &mut ProcessStore);
+            config.stats.count(&f, &events);
         }
         if let Some((metered, usage)) = ended.tokens {
             // The reservation settled to the usage the backend reported (kept whole without one).

@@ -73,7 +73,9 @@ class Recorder:
                         "body": data,
                         "time": time.time(),
                     })
-                self.send_response(recorder.status)
+                # A request may ask for its status (`x-want-status`), as for increment_condition.
+                want = self.headers.get("x-want-status")
+                self.send_response(int(want) if want and want.isdigit() else recorder.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()

@@ -1,6 +1,7 @@
 //! The rest of a stream: the request body of a call that carries tokens (read whole, then
 //! judged), body sizes, the response headers (the limits' headers added), the response of a
-//! metered call read for its usage as it passes, and `proxy_on_log`, where the finished call is counted in
+//! metered call read for its usage as it passes, the admissions of a call held under an
+//! `increment_condition` settled by its status, and `proxy_on_log`, where the finished call is counted in
 //! the usage metrics, its body bytes against a bandwidth quota and its tokens settled.
 
 use super::abi::{self, CONTINUE, STOP_AND_BUFFER};
@@ -8,6 +9,8 @@ use super::request::judge_body;
 use super::store::SharedData;
 use super::streams::{with_stream, Stream};
 use super::{profile, rls};
+use mlgate_core::admit::condition::{self, Conditional};
+use mlgate_core::model::Gateway;
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: bool) -> u32 {
@@ -103,6 +106,9 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_st
         for (k, v) in st.acct.response_started(now_ns, status.as_deref()) {
             abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
         }
+        if let (Some((held, status)), Some(gw)) = (st.acct.status_known(status.as_deref()), st.gateway.clone()) {
+            settle_status(st, &gw, &held, status, now_ns);
+        }
         if st.acct.metering() {
             if let Some(gw) = st.gateway.clone() {
                 let content_type = abi::header_value(abi::RESPONSE_HEADERS, "content-type");
@@ -128,6 +134,10 @@ pub extern "C" fn proxy_on_log(id: u32) {
         if let (Some(call), Some(u)) = (ended.call, st.usage.as_ref()) {
             u.record(&gw, &call);
         }
+        if let Some(held) = ended.conditional {
+            // Ended without a response: no status counts it.
+            settle_status(st, &gw, &held, 0, now_ns);
+        }
         if let Some((metered, usage)) = ended.tokens {
             let events = rls::settle_tokens(id, &gw, &metered, usage, now_ns / 1_000_000, &mut SharedData);
             if let Some(s) = &st.stats {
@@ -140,4 +150,12 @@ pub extern "C" fn proxy_on_log(id: u32) {
             s.count(&events);
         }
     });
+}
+
+/// Gives back what a call held in limits that do not count its status (`increment_condition`).
+fn settle_status(st: &Stream, gw: &Gateway, held: &Conditional, status: u16, now_ns: u64) {
+    let events = condition::settle_status(gw, held, status, now_ns / 1_000_000, &mut SharedData);
+    if let Some(s) = &st.stats {
+        s.count(&events);
+    }
 }

@@ -242,6 +242,25 @@ pub struct RateLimit {
     pub remaining_calls_header: Option<String>,
     pub total_calls_header: Option<String>,
     pub retry_after_header: Option<String>,
+    /// APIM's `increment-condition`: only calls whose response status is in the set count
+    /// (`None`: every admitted call counts).
+    pub increment_condition: Option<StatusSet>,
+}
+
+/// A set of HTTP statuses (`increment_condition`), one bit per status 0..=639.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatusSet([u64; 10]);
+
+impl StatusSet {
+    pub fn insert(&mut self, status: u16) {
+        if let Some(w) = self.0.get_mut(usize::from(status / 64)) {
+            *w |= 1 << (status % 64);
+        }
+    }
+    /// Whether `status` counts (0, no response at all, counts only if inserted).
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.get(usize::from(status / 64)).is_some_and(|w| w & (1 << (status % 64)) != 0)
+    }
 }
 
 /// What a rate limit counts per.
@@ -261,6 +280,8 @@ pub struct Quota {
     pub calls: Option<u64>,
     pub bandwidth_bytes: Option<u64>,
     pub period_ms: u64,
+    /// As on [`RateLimit`]: only calls whose status is in the set count.
+    pub increment_condition: Option<StatusSet>,
 }
 
 /// APIM's `llm-token-limit`: tokens per minute (a sliding window) and/or a token quota per

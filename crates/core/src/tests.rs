@@ -4,6 +4,7 @@
 use crate::testkit as support;
 
 mod admit_tests;
+mod condition_tests;
 mod config_tests;
 mod gateway_tests;
 mod hostile_tests;

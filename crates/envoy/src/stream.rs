@@ -3,6 +3,7 @@
 //! backend answered, the response headers to add, and the body bytes owed to a bandwidth quota.
 //! Times are nanoseconds of the host's monotonic clock; the host reads it, this only subtracts.
 
+use mlgate_core::admit::condition::Conditional;
 use mlgate_core::admit::tokens::Metered;
 use mlgate_core::admit::Forward;
 use mlgate_core::model::Gateway;
@@ -34,6 +35,9 @@ pub struct Ended {
     pub bandwidth: Option<(u32, u64)>,
     /// A call that carries tokens: what to settle, and the usage its backend reported.
     pub tokens: Option<(Metered, Option<TokenUsage>)>,
+    /// A call that ended without response headers while it held conditional admissions: they
+    /// are settled as status 0.
+    pub conditional: Option<Conditional>,
 }
 
 /// What an admitted call leaves in the stream's accounting, owned (a host may take it while
@@ -43,6 +47,7 @@ pub struct Forwarded {
     pub response_headers: Vec<(String, String)>,
     pub bandwidth_of: Option<u32>,
     pub metered: Option<Metered>,
+    pub conditional: Option<Conditional>,
 }
 
 impl Forwarded {
@@ -51,6 +56,7 @@ impl Forwarded {
             response_headers: fwd.response_headers(gw),
             bandwidth_of: fwd.grant.count_bandwidth.then_some(fwd.identity.sub_index),
             metered: fwd.tokens.as_ref().map(|t| t.metered),
+            conditional: Conditional::of(fwd),
         }
     }
 }
@@ -76,6 +82,8 @@ pub struct Accounting {
     pub response_headers: Vec<(String, String)>,
     /// A call that carries tokens.
     pub tokens: Option<Metering>,
+    /// Admissions held until the response status is known (`increment_condition`).
+    pub conditional: Option<Conditional>,
 }
 
 impl Accounting {
@@ -101,6 +109,7 @@ impl Accounting {
         self.response_headers = up.response_headers;
         self.bandwidth_of = up.bandwidth_of;
         self.tokens = up.metered.map(|metered| Metering { metered, meter: None, hold: false });
+        self.conditional = up.conditional;
     }
 
     /// Whether the response must be read for its token usage.
@@ -154,10 +163,17 @@ impl Accounting {
         }
     }
 
-    /// Whether a measured call went upstream: only then does its response (status, clock)
-    /// count, so a host reads them only then.
+    /// Whether a measured call went upstream, or a call holds conditional admissions: only then
+    /// does its response (status, clock) count, so a host reads them only then.
     pub fn upstream(&self) -> bool {
-        self.measure.as_ref().is_some_and(|m| m.upstream)
+        self.conditional.is_some() || self.measure.as_ref().is_some_and(|m| m.upstream)
+    }
+
+    /// With the response's `:status`: the held admissions to settle, once (a host hands them to
+    /// [`mlgate_core::admit::condition::settle_status`] with its store).
+    pub fn status_known(&mut self, status: Option<&[u8]>) -> Option<(Conditional, u16)> {
+        let c = self.conditional.take()?;
+        Some((c, status.and_then(parse_status).unwrap_or(0)))
     }
 
     /// The response headers arrived at `now_ns` with `:status` (raw bytes). For a forwarded call
@@ -186,7 +202,7 @@ impl Accounting {
             completion_tokens: usage.completion,
         });
         let bandwidth = self.bandwidth_of.take().filter(|_| self.body_bytes > 0).map(|sub| (sub, self.body_bytes));
-        Ended { call, bandwidth, tokens }
+        Ended { call, bandwidth, tokens, conditional: self.conditional.take() }
     }
 }
 
@@ -251,6 +267,27 @@ mod tests {
         assert_eq!(call.status, 429);
         assert_eq!(call.response_bytes, Reply::json(429, "x").body.len() as u64);
         assert_eq!(call.service_time_us, None);
+    }
+
+    #[test]
+    fn held_admissions_are_settled_once_by_status_or_at_the_end() {
+        use mlgate_core::limits::{Held, HeldAt};
+        let mut held = Held::default();
+        held.at[0] = Some(HeldAt { mark: 5, slot: 0 });
+        let c = Conditional { sub: 1, api: 0, op: 2, held };
+        let mut a = Accounting::default();
+        a.went_upstream(Forwarded { conditional: Some(c), ..Forwarded::default() });
+        assert!(a.upstream(), "the status of a call that holds admissions is read");
+        assert_eq!(a.status_known(Some(b"503")), Some((c, 503)));
+        assert_eq!(a.status_known(Some(b"200")), None);
+        assert_eq!(a.end(1).conditional, None);
+        // No response at all: the end settles it.
+        let mut b = Accounting::default();
+        b.went_upstream(Forwarded { conditional: Some(c), ..Forwarded::default() });
+        assert_eq!(b.end(1).conditional, Some(c));
+        let mut z = Accounting::default();
+        z.went_upstream(Forwarded { conditional: Some(c), ..Forwarded::default() });
+        assert_eq!(z.status_known(Some(b"x")), Some((c, 0)));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! subscription key), limits ([`crate::limits`]), then the rewrite plan ([`rewrite`]) and the
 //! filter-state export ([`export`]). Failure mode and denial kinds are decided here.
 
+pub mod condition;
 mod counting;
 mod events;
 pub mod export;

@@ -1,10 +1,11 @@
 //! Schema → model: names become indices, keys digests, limits their precomputed ids and
 //! periods. Each check names the JSON path of what it refuses.
 
-use super::common::{is_header_name, ConfigError, Environment, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
-use super::schema::{RawApi, RawConfig, RawOperations, RawPortal, RawQuota, RawRateLimit};
+use super::common::{is_header_name, ConfigError, Environment, MAX_ID_BYTES};
+use super::limits::{quota, rate_limit};
+use super::schema::{RawApi, RawConfig, RawOperations, RawPortal};
 use crate::keys::{Digest, KeyIndex};
-use crate::model::{Api, Counter, Credential, Gateway, Operation, Portal, Product, Protocols, Quota, RateLimit, Settings, Subscription};
+use crate::model::{Api, Credential, Gateway, Operation, Portal, Product, Protocols, Settings, Subscription};
 use crate::route::{Route, Template};
 
 const MAX_APIS: usize = u16::MAX as usize;
@@ -116,6 +117,9 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
         subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
     }
 
+    if matches!(settings.limits_store, crate::model::LimitsStore::Rls(_)) {
+        super::limits::no_remote_conditions(&apis, &products)?;
+    }
     if crate::memory::local_tables(&settings.limits_store) {
         let (slots, budget) = (settings.counter_slots, settings.counter_memory_kb);
         crate::memory::check_counter_budget(&apis, &products, slots, budget).map_err(|kb| {
@@ -334,59 +338,6 @@ fn compile_portal(p: RawPortal, apis: &[Api]) -> Result<Portal, ConfigError> {
         return Err(ConfigError::new("portal.title", "1 to 256 bytes without control characters"));
     }
     Ok(Portal { path, title })
-}
-
-fn rate_limit(rl: RawRateLimit, id: String, field: &str) -> Result<RateLimit, ConfigError> {
-    if rl.calls == 0 || rl.calls > MAX_RATE_LIMIT_CALLS {
-        return Err(ConfigError::new(format!("{field}.calls"), format!("must be 1..={MAX_RATE_LIMIT_CALLS}")));
-    }
-    if rl.renewal_period == 0 || rl.renewal_period > 31_536_000 {
-        return Err(ConfigError::new(format!("{field}.renewal_period"), "must be 1..=31536000 seconds"));
-    }
-    let counter = match rl.counter.as_deref() {
-        None => Counter::Subscription,
-        Some("ip") => Counter::Ip,
-        Some(c) => match c.strip_prefix("header:") {
-            Some(h) if is_header_name(h) => Counter::Header(h.to_ascii_lowercase()),
-            _ => return Err(ConfigError::new(format!("{field}.counter"), "expected \"ip\" or \"header:<name>\"")),
-        },
-    };
-    let header = |f: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
-        match v {
-            Some(h) if !is_header_name(&h) => Err(ConfigError::new(format!("{field}.{f}"), "not a valid HTTP header name")),
-            v => Ok(v.map(|h| h.to_ascii_lowercase())),
-        }
-    };
-    Ok(RateLimit {
-        id,
-        calls: rl.calls,
-        period_ms: u64::from(rl.renewal_period) * 1000,
-        counter,
-        remaining_calls_header: header("remaining_calls_header", rl.remaining_calls_header)?,
-        total_calls_header: header("total_calls_header", rl.total_calls_header)?,
-        retry_after_header: header("retry_after_header", rl.retry_after_header)?,
-    })
-}
-
-fn quota(q: RawQuota, field: &str) -> Result<Quota, ConfigError> {
-    if q.calls.is_none() && q.bandwidth_kb.is_none() {
-        return Err(ConfigError::new(field, "give calls, bandwidth_kb or both"));
-    }
-    if q.calls == Some(0) {
-        return Err(ConfigError::new(format!("{field}.calls"), "must be at least 1"));
-    }
-    let bandwidth_bytes = match q.bandwidth_kb {
-        None => None,
-        Some(kb) => match kb.checked_mul(1024).filter(|b| kb > 0 && *b <= u64::MAX / 2) {
-            Some(b) => Some(b),
-            None => return Err(ConfigError::new(format!("{field}.bandwidth_kb"), "must be at least 1 and fit in bytes")),
-        },
-    };
-    // 0 is APIM's lifetime quota: the period is infinite.
-    if q.renewal_period > 100 * 31_536_000 {
-        return Err(ConfigError::new(format!("{field}.renewal_period"), "must be 0 (never renews) or up to 100 years"));
-    }
-    Ok(Quota { calls: q.calls, bandwidth_bytes, period_ms: q.renewal_period * 1000 })
 }
 
 fn nonempty(v: &str, field: &str) -> Result<(), ConfigError> {

@@ -8,6 +8,7 @@ mod admin;
 pub mod common;
 mod compile;
 pub(crate) mod jsonpath;
+mod limits;
 pub mod limits_store;
 mod presets;
 mod schema;

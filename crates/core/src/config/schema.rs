@@ -271,6 +271,62 @@ pub(super) struct RawRateLimit {
     pub(super) total_calls_header: Option<String>,
     #[serde(default)]
     pub(super) retry_after_header: Option<String>,
+    #[serde(default)]
+    pub(super) increment_condition: Option<RawCondition>,
+}
+
+/// `increment_condition` as written: one class (`"2xx"`) or a list of statuses and classes.
+/// Hand-written visitors instead of `#[serde(untagged)]`, which buffers and costs ~10 KB of Wasm.
+pub(super) struct RawCondition(pub(super) Vec<RawStatus>);
+
+pub(super) enum RawStatus {
+    Code(u16),
+    Class(String),
+}
+
+impl<'de> serde::Deserialize<'de> for RawStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = RawStatus;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a status such as 200 or a class such as \"2xx\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawStatus, E> {
+                Ok(RawStatus::Code(u16::try_from(v).unwrap_or(0)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<RawStatus, E> {
+                Ok(RawStatus::Code(0))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawStatus, E> {
+                Ok(RawStatus::Class(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawCondition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawCondition;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a class such as \"2xx\" or a list of statuses and classes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawCondition, E> {
+                Ok(RawCondition(vec![RawStatus::Class(v.to_string())]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<RawCondition, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(RawCondition(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// APIM's `quota` policy: calls and/or bandwidth per fixed period.
@@ -282,6 +338,8 @@ pub(super) struct RawQuota {
     #[serde(default)]
     pub(super) bandwidth_kb: Option<u64>,
     pub(super) renewal_period: u64,
+    #[serde(default)]
+    pub(super) increment_condition: Option<RawCondition>,
 }
 
 // The model's enums, read with serde's `remote` derive so the model itself stays serde-free.

@@ -4,8 +4,8 @@
 
 use super::keyed;
 use super::record::{self, prepare, rd64, Need, QuotaSeg, QUOTA_ID, SUB_BASE};
-use super::spec::TokenCharge;
 use super::spec::{count, decide, period_start, Ctx, DenialKind, Grant, PerLimit, Plan, Spec, Verdict, MAX_SPECS};
+use super::spec::{HeldAt, TokenCharge};
 use super::store::{cas_update, HostError, Step};
 use super::tokens::{self as tok, Segs};
 use crate::model::{Counter, Quota};
@@ -33,6 +33,11 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
             Some(Spec::Rate(rl)) if rl.counter != Counter::Subscription => {
                 match keyed::commit(rl, value, ctx, &mut grant) {
                     Ok(keyed::Commit::Admitted(u, status)) => {
+                        if rl.increment_condition.is_some() {
+                            if let Some(h) = grant.held.at.get_mut(i) {
+                                *h = Some(HeldAt { mark: u.time, slot: u.slot });
+                            }
+                        }
                         undo.push(u);
                         if let Some(s) = per.statuses.get_mut(i) {
                             *s = status;
@@ -86,9 +91,12 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
             }
             let mut local = Grant::default();
             let mut each = [None; MAX_SPECS];
-            for ((p, spec), e) in slots.iter().zip(sub_specs.iter().flatten()).zip(each.iter_mut()) {
+            for (((p, spec), e), at) in slots.iter().zip(sub_specs.iter().flatten()).zip(each.iter_mut()).zip(sub_at) {
                 let mut one = Grant::default();
-                count(rec, *p, spec, now, start, &mut one);
+                let mark = count(rec, *p, spec, now, start, &mut one);
+                if let (true, Some(h)) = (spec.conditional(), local.held.at.get_mut(at)) {
+                    *h = Some(HeldAt { mark, slot: 0 });
+                }
                 if let Some(s) = one.rate_limit {
                     local.offer(s.limit, s.remaining, s.reset_secs);
                 }
@@ -119,6 +127,9 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
                 }
                 grant.headers.extend(local.headers);
                 grant.count_bandwidth |= local.count_bandwidth;
+                for (g, l) in grant.held.at.iter_mut().zip(local.held.at) {
+                    *g = g.or(l);
+                }
                 grant.tokens = local.tokens;
             }
             Ok(Err(((kind, r), j))) => {

@@ -34,8 +34,10 @@ fn record_key(id: &str, slot: u32) -> String {
 /// How to take back an admission in a keyed record if a later limit denies.
 pub(super) struct Undo {
     key: String,
+    /// The table slot counted in.
+    pub(super) slot: u32,
     /// The admission time our commit wrote into the ring.
-    time: u64,
+    pub(super) time: u64,
     /// What that ring slot held before.
     prev: u64,
 }
@@ -66,17 +68,18 @@ pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mu
     // Pick the slot: ours, else a free one, else share the first probe.
     let mut chosen = None;
     for i in 0..PROBES.min(slots_n) {
-        let key = record_key(id, (first + i) % slots_n);
+        let slot = (first + i) % slots_n;
+        let key = record_key(id, slot);
         let (mut rec, _) = load(ctx.store, &key, &empty)?;
         let [p]: [usize; 1] = prepare(&mut rec, KEYED_BASE, &need);
         let tag = rd64(&rec, 1);
         if tag == owner || tag == 0 || idle(&rec, p) {
-            chosen = Some(key);
+            chosen = Some((key, slot));
             break;
         }
     }
     let shared = chosen.is_none();
-    let key = chosen.unwrap_or_else(|| record_key(id, first));
+    let (key, slot) = chosen.unwrap_or_else(|| (record_key(id, first), first));
     if shared {
         grant.shared_counter_slots += 1;
     }
@@ -121,7 +124,7 @@ pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mu
                 grant.offer(s.limit, s.remaining, s.reset_secs);
             }
             grant.headers.append(&mut local.headers);
-            Ok(Commit::Admitted(Undo { key, time, prev }, local.rate_limit))
+            Ok(Commit::Admitted(Undo { key, slot, time, prev }, local.rate_limit))
         }
     }
 }
@@ -150,4 +153,17 @@ pub(super) fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
             Step::Write(())
         });
     }
+}
+
+/// Gives back an admission a call held in slot `slot` of `rl`'s table (its status did not
+/// count): the ring entry written at `time` is taken out.
+pub(super) fn give_back(rl: &RateLimit, slot: u32, time: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
+    let key = record_key(&rl.id, slot);
+    cas_update(ctx.store, &key, &record::empty(KEYED_BASE), ctx.max_retries, |rec| {
+        record::repair(rec, KEYED_BASE);
+        match record::find_seg(rec, KEYED_BASE, record::KIND_RATE, rl.id.as_bytes()) {
+            Some(seg) if Ring::remove(rec, seg.payload, time) => Step::Write(()),
+            _ => Step::Keep(()),
+        }
+    })
 }

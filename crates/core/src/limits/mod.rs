@@ -9,6 +9,7 @@
 //! - [`spec`]: what is decided (limits, plan, verdicts) and the decision of one limit.
 //! - [`decide`]: the decision over a subscription's record; all limits or none.
 //! - [`tokens`]: token limits: a call's bound reserved, then settled to its usage.
+//! - [`refund`]: `increment_condition`: a held admission given back when its status does not count.
 //! - [`keyed`]: bounded counter tables for `counter: ip | header:<name>`.
 //! - [`usage`]: read-only: how much of each limit a subscription has used ("My subscription").
 //!
@@ -21,13 +22,15 @@
 mod decide;
 mod keyed;
 mod record;
+mod refund;
 mod spec;
 mod store;
 pub mod tokens;
 mod usage;
 
 pub use decide::{add_bandwidth, check, check_at, settle_tokens};
-pub use spec::{limits_of, Ctx, DenialKind, Grant, PerLimit, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
+pub use refund::give_back;
+pub use spec::{limits_of, Ctx, DenialKind, Grant, Held, HeldAt, PerLimit, Plan, RateLimitStatus, Spec, Verdict, MAX_SPECS};
 pub use store::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 pub use usage::{token_usage, usage, TokenUse, Usage};
 

@@ -224,6 +224,20 @@ impl Ring {
         wr32(rec, p + 4, u32::try_from((Ring::head(rec, p) + 1) % n).unwrap_or(0));
         (slot, prev)
     }
+    /// Takes back one admission recorded at `time`: the entries older than it move one step
+    /// newer and the oldest place gets 0 (never). Whatever that place held before had already
+    /// left the window when a later admission overwrote it, so 0 decides the same. `false`
+    /// when no entry holds `time` (overwritten: it had left the window, nothing to give back).
+    pub(super) fn remove(rec: &mut [u8], p: usize, time: u64) -> bool {
+        let n = Ring::n(rec, p);
+        let Some(i) = (0..n).rev().find(|&i| Ring::at(rec, p, i) == time) else { return false };
+        for j in (1..=i).rev() {
+            let older = Ring::at(rec, p, j - 1);
+            wr64(rec, Ring::slot(rec, p, j), older);
+        }
+        wr64(rec, Ring::slot(rec, p, 0), 0);
+        true
+    }
     /// (remaining, ms until the oldest admission in the window leaves it).
     pub(super) fn status(rec: &[u8], p: usize, now: u64, period: u64) -> (u64, u64) {
         let n = Ring::n(rec, p);

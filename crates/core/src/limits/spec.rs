@@ -5,7 +5,7 @@
 
 use super::record::{rd64, QuotaSeg, Ring};
 use super::store::Store;
-use crate::model::{Api, Operation, Product, Quota, RateLimit, TokenLimit};
+use crate::model::{Api, Operation, Product, Quota, RateLimit, StatusSet, TokenLimit};
 use crate::reply::{self, Reply};
 
 /// One limit that applies to a request, borrowed from the model.
@@ -111,6 +111,29 @@ pub struct Grant {
     pub shared_counter_slots: u32,
     /// The tokens reserved, to settle when the response ends.
     pub tokens: Option<TokenCharge>,
+    /// Admissions of limits with an `increment_condition`, held until the status is known.
+    pub held: Held,
+}
+
+/// The admissions a call holds in limits with an `increment_condition` (by index in
+/// `Plan::specs`): given back with [`super::give_back`] if its status does not count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    pub at: [Option<HeldAt>; MAX_SPECS],
+}
+
+impl Held {
+    pub fn any(&self) -> bool {
+        self.at.iter().any(Option::is_some)
+    }
+}
+
+/// One held admission: the time written into a rate limit's ring (and the counter-table slot
+/// of a keyed one), or the quota period the call was counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldAt {
+    pub mark: u64,
+    pub slot: u32,
 }
 
 /// What [`check_at`] adds to the verdict, for a remote store that answers per limit.
@@ -183,11 +206,12 @@ pub fn decide(rec: &[u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64) ->
     }
 }
 
-/// Counts one admitted call and reports its limit status into `grant`.
-pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64, grant: &mut Grant) {
+/// Counts one admitted call and reports its limit status into `grant`. Returns what a refund
+/// needs ([`HeldAt::mark`]): the admission time written, or the quota period counted in.
+pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64, grant: &mut Grant) -> u64 {
     match spec {
         Spec::Rate(rl) => {
-            Ring::admit(rec, p, now);
+            let (slot, _) = Ring::admit(rec, p, now);
             let (remaining, reset) = Ring::status(rec, p, now, rl.period_ms);
             grant.offer(u64::from(rl.calls), remaining, ceil_secs(reset));
             if let Some(h) = &rl.remaining_calls_header {
@@ -196,6 +220,7 @@ pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64,
             if let Some(h) = &rl.total_calls_header {
                 grant.headers.push((h.clone(), rl.calls.to_string()));
             }
+            rd64(rec, slot)
         }
         Spec::Quota(q) => {
             let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
@@ -204,6 +229,24 @@ pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64,
                 grant.offer(limit, limit - calls.min(limit), quota_wait_secs(cur, q.period_ms, now));
             }
             grant.count_bandwidth |= q.bandwidth_bytes.is_some();
+            cur
         }
+    }
+}
+
+impl Spec<'_> {
+    fn condition(&self) -> Option<&StatusSet> {
+        match self {
+            Spec::Rate(rl) => rl.increment_condition.as_ref(),
+            Spec::Quota(q) => q.increment_condition.as_ref(),
+        }
+    }
+    /// Whether a call answered with `status` counts in this limit (0: no response).
+    pub fn counts(&self, status: u16) -> bool {
+        self.condition().is_none_or(|c| c.contains(status))
+    }
+    /// Whether admissions are held until the status is known.
+    pub fn conditional(&self) -> bool {
+        self.condition().is_some()
     }
 }

@@ -1,0 +1,50 @@
+"""Issue 21, `increment_condition`: only calls whose backend status matches count, exactly, with
+300 calls at once through Envoy's workers and a backend that fails half of them."""
+from collections import Counter
+
+import pytest
+
+from harness import Envoy, raw_request, simultaneous
+from test_limits import RRS, call, config
+
+pytestmark = pytest.mark.forms("wasm", "native")
+
+
+def test_only_successful_calls_count_exactly_under_concurrency(upstream):
+    limit = 100
+    e = Envoy(config({"rate_limit": {"calls": limit, "renewal_period": 120, "increment_condition": [200]}}),
+              upstream.port, concurrency=2)
+    ok = raw_request("POST", RRS, {"Ocp-Apim-Subscription-Key": "alice-key", "X-Want-Status": "200"}, b"{}")
+    failing = raw_request("POST", RRS, {"Ocp-Apim-Subscription-Key": "alice-key", "X-Want-Status": "500"}, b"{}")
+    try:
+        seen, rounds = Counter(), 0
+        # Every round sends 300 at once, half of them to fail upstream; a failed call gives its
+        # place back, so the next round fills what the last one's failures left, until 100 count.
+        while seen[200] < limit and rounds < 40:
+            got = simultaneous(e.port, [ok, failing] * 150)
+            statuses = Counter(r.status for r in got)
+            assert set(statuses) <= {200, 500, 429}, statuses
+            assert statuses[200] + statuses[500] >= 1, f"round {rounds}: nothing admitted with {seen[200]} counted"
+            seen.update(statuses)
+            rounds += 1
+        assert seen[200] == limit, f"{seen} in {rounds} rounds"
+        # Full: nothing is admitted, not even a call that would fail.
+        last = Counter(r.status for r in simultaneous(e.port, [ok, failing] * 150))
+        assert last == Counter({429: 300}), last
+        # What the backend saw: exactly the calls the client saw answered by it.
+        backend = Counter(dict(r["headers"])["x-want-status"] for r in upstream.requests)
+        assert backend == Counter({"200": seen[200], "500": seen[500]}), (backend, seen)
+        assert rounds > 1 and seen[500] > 0
+    finally:
+        e.stop()
+
+
+def test_a_quota_counts_only_the_listed_statuses(upstream):
+    e = Envoy(config({"quota": {"calls": 3, "renewal_period": 3600, "increment_condition": "2xx"}}), upstream.port)
+    try:
+        for _ in range(5):
+            assert call(e, headers={"X-Want-Status": "404"}).status == 404
+        assert [call(e, headers={"X-Want-Status": "201"}).status for _ in range(4)] == [201, 201, 201, 403]
+        assert call(e, headers={"X-Want-Status": "404"}).status == 403
+    finally:
+        e.stop()
