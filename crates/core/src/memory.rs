@@ -13,7 +13,7 @@
 //! address), so only they have a cap: the sum of every keyed limit's full table may not exceed
 //! `counter_memory_kb` (default [`DEFAULT_COUNTER_MEMORY_KB`]), or the configuration is refused.
 
-use crate::model::{Api, Counter, Gateway, LimitsStore, OnFailure, Product, RateLimit, TokenLimit};
+use crate::model::{Api, Counter, Gateway, LimitsStore, OnFailure, Product, Quota, RateLimit, TokenLimit};
 
 /// The default of `counter_memory_kb`: 16 MiB for every keyed limit's table together, so full
 /// tables and everything else mlgate keeps stay within 32 MiB over idle.
@@ -82,8 +82,40 @@ pub struct CounterTable {
 /// One slot of keyed limit `rl`'s table of `slots`: key `mlgate/c/<id>/<slot>` (the widest
 /// slot number), version, owner tag, the ring.
 pub fn slot_bytes(rl: &RateLimit, slots: u32) -> u64 {
-    let key = "mlgate/c/".len() as u64 + rl.id.len() as u64 + 1 + digits(slots.saturating_sub(1));
-    entry(key, 9 + rate_segment(rl))
+    keyed_slot(&rl.id, rate_segment(rl), slots)
+}
+
+fn keyed_slot(id: &str, segment: u64, slots: u32) -> u64 {
+    let key = "mlgate/c/".len() as u64 + id.len() as u64 + 1 + digits(slots.saturating_sub(1));
+    entry(key, 9 + segment)
+}
+
+/// A quota's segment in the subscription record (none for a quota by key).
+fn per_sub_quota(q: &Option<Quota>) -> u64 {
+    q.as_ref().filter(|q| q.counter == Counter::Subscription).map_or(0, |q| QUOTA_SEGMENT + q.id.len() as u64)
+}
+
+/// Every limit counted by key: where it is configured, its id, and its segment's bytes.
+fn keyed_limits<'g>(apis: &'g [Api], products: &'g [Product]) -> Vec<(String, &'g str, u64)> {
+    let mut out = Vec::new();
+    let mut add = |field: String, rl: &'g Option<RateLimit>, q: &'g Option<Quota>| {
+        if let Some(rl) = rl.as_ref().filter(|r| r.counter != Counter::Subscription) {
+            out.push((format!("{field}.rate_limit"), rl.id.as_str(), rate_segment(rl)));
+        }
+        if let Some(q) = q.as_ref().filter(|q| q.counter != Counter::Subscription) {
+            out.push((format!("{field}.quota"), q.id.as_str(), QUOTA_SEGMENT + q.id.len() as u64));
+        }
+    };
+    for (i, a) in apis.iter().enumerate() {
+        add(format!("apis[{i}]"), &a.rate_limit, &a.quota);
+        for (j, o) in a.operations.iter().enumerate() {
+            add(format!("apis[{i}].operations[{j}]"), &o.rate_limit, &o.quota);
+        }
+    }
+    for (i, p) in products.iter().enumerate() {
+        add(format!("products[{i}]"), &p.rate_limit, &p.quota);
+    }
+    out
 }
 
 impl CounterTable {
@@ -94,19 +126,9 @@ impl CounterTable {
 
 /// Every keyed limit's table, `slots` slots each, with where the limit is configured.
 pub fn counter_tables(apis: &[Api], products: &[Product], slots: u32) -> Vec<CounterTable> {
-    let mut fields = Vec::new();
-    for (i, a) in apis.iter().enumerate() {
-        fields.push(format!("apis[{i}].rate_limit"));
-        fields.extend((0..a.operations.len()).map(|j| format!("apis[{i}].operations[{j}].rate_limit")));
-    }
-    fields.extend((0..products.len()).map(|i| format!("products[{i}].rate_limit")));
-    let all = apis.iter().flat_map(|a| std::iter::once(&a.rate_limit).chain(a.operations.iter().map(|o| &o.rate_limit)));
-    let all = all.chain(products.iter().map(|p| &p.rate_limit));
-    fields
+    keyed_limits(apis, products)
         .into_iter()
-        .zip(all)
-        .filter_map(|(field, rl)| rl.as_ref().filter(|r| r.counter != Counter::Subscription).map(|r| (field, r)))
-        .map(|(field, rl)| CounterTable { field, slots, slot_bytes: slot_bytes(rl, slots) })
+        .map(|(field, id, segment)| CounterTable { field, slots, slot_bytes: keyed_slot(id, segment, slots) })
         .collect()
 }
 
@@ -122,23 +144,7 @@ pub fn local_tables(store: &LimitsStore) -> bool {
 /// `Err(KB the full tables would take)` when that exceeds `budget_kb` (the configure-time
 /// refusal; plain loops, as this is in the .wasm).
 pub fn check_counter_budget(apis: &[Api], products: &[Product], slots: u32, budget_kb: u32) -> Result<(), u64> {
-    let mut total = 0u64;
-    let mut add = |rl: &Option<RateLimit>| {
-        if let Some(rl) = rl {
-            if rl.counter != Counter::Subscription {
-                total = total.saturating_add(u64::from(slots) * slot_bytes(rl, slots));
-            }
-        }
-    };
-    for a in apis {
-        add(&a.rate_limit);
-        for o in &a.operations {
-            add(&o.rate_limit);
-        }
-    }
-    for p in products {
-        add(&p.rate_limit);
-    }
+    let total = counter_tables(apis, products, slots).iter().fold(0u64, |t, c| t.saturating_add(c.bytes()));
     if total <= u64::from(budget_kb) * 1024 {
         Ok(())
     } else {
@@ -208,10 +214,10 @@ fn token_segments(tl: &TokenLimit) -> u64 {
 fn subscription_record(gw: &Gateway, p: &Product) -> u64 {
     let per_sub = |rl: &Option<RateLimit>| rl.as_ref().filter(|r| r.counter == Counter::Subscription).map_or(0, rate_segment);
     let tokens = |tl: &Option<TokenLimit>| tl.as_ref().map_or(0, token_segments);
-    let mut rec = 1 + per_sub(&p.rate_limit) + p.quota.as_ref().map_or(0, |_| QUOTA_SEGMENT + 1) + tokens(&p.token_limit);
+    let mut rec = 1 + per_sub(&p.rate_limit) + per_sub_quota(&p.quota) + tokens(&p.token_limit);
     for api in p.apis.iter().filter_map(|&i| gw.apis.get(usize::from(i))) {
-        rec += per_sub(&api.rate_limit) + tokens(&api.token_limit);
-        rec += api.operations.iter().map(|o| per_sub(&o.rate_limit)).sum::<u64>();
+        rec += per_sub(&api.rate_limit) + per_sub_quota(&api.quota) + tokens(&api.token_limit);
+        rec += api.operations.iter().map(|o| per_sub(&o.rate_limit) + per_sub_quota(&o.quota)).sum::<u64>();
     }
     rec
 }

@@ -168,6 +168,7 @@ pub struct Api {
     pub route: Route,
     pub credentials: Vec<Credential>,
     pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
     /// `token_limit` on the API: counted per subscription, beside the product's.
     pub token_limit: Option<TokenLimit>,
 }
@@ -179,6 +180,7 @@ pub struct Operation {
     pub name: String,
     pub description: String,
     pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
     /// The body of this operation carries tokens (an LLM call): mlgate reads it, bounds its
     /// tokens and meters the response's usage.
     pub tokens: Option<TokenOp>,
@@ -277,6 +279,15 @@ pub enum Counter {
 /// APIM's `quota`: calls and/or bytes per fixed period from the subscription's start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
+    /// Names this quota's state: `q` (the product's, in the subscription record), `q:a:<api>`,
+    /// `q:o:<api>/<op>`, or `q:p:<product>` for a product quota counted by key.
+    pub id: String,
+    /// What the quota counts per: the subscription (APIM's `quota`), or a key (`quota-by-key`).
+    pub counter: Counter,
+    /// A quota counted by key renews on a grid from `first_period_start` (APIM's default is
+    /// 0001-01-01T00:00:00Z): here the grid's offset, ms since the Unix epoch modulo the period.
+    /// A subscription's quota renews from the subscription's start instead.
+    pub anchor_ms: u64,
     pub calls: Option<u64>,
     pub bandwidth_bytes: Option<u64>,
     pub period_ms: u64,

@@ -182,12 +182,12 @@ fn judge_limits(
     limits: &mut dyn Limits,
 ) -> Option<Verdict> {
     // The client address is fetched once, and only if an `ip` limit applies.
-    let needs_ip = specs.iter().flatten().any(|s| matches!(s, Spec::Rate(rl) if rl.counter == Counter::Ip));
+    let needs_ip = specs.iter().flatten().any(|s| *s.counter() == Counter::Ip);
     let ip = if needs_ip { conn.address().unwrap_or_default() } else { Vec::new() };
     let mut values: [&[u8]; MAX_SPECS] = [&[]; MAX_SPECS];
     for (v, spec) in values.iter_mut().zip(specs.iter()) {
-        if let Some(Spec::Rate(rl)) = spec {
-            *v = match &rl.counter {
+        if let Some(spec) = spec {
+            *v = match spec.counter() {
                 Counter::Subscription => &[],
                 Counter::Ip => &ip,
                 Counter::Header(name) => req.header(name.as_bytes()).unwrap_or_default(),

@@ -2,7 +2,7 @@
 //! periods. Each check names the JSON path of what it refuses.
 
 use super::common::{is_header_name, ConfigError, Environment, MAX_ID_BYTES};
-use super::limits::{quota, rate_limit};
+use super::limits::{quota_of, rate_limit};
 use super::schema::{RawApi, RawConfig, RawOperations, RawPortal};
 use crate::keys::{Digest, KeyIndex};
 use crate::model::{Api, Credential, Gateway, Operation, Portal, Product, Protocols, Settings, Subscription};
@@ -53,7 +53,7 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
             ids.push(idx);
         }
         let rate_limit = p.rate_limit.map(|rl| rate_limit(rl, format!("p:{}", p.id), &field("rate_limit"))).transpose()?;
-        let quota = p.quota.map(|q| quota(q, &field("quota"))).transpose()?;
+        let quota = p.quota.map(|q| quota_of(q, format!("p:{}", p.id), &field("quota"))).transpose()?;
         let token_limit =
             p.token_limit.map(|t| super::tokens::token_limit(t, format!("tp:{}", p.id), &field("token_limit"))).transpose()?;
         products.push(Product {
@@ -118,7 +118,7 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
     }
 
     if matches!(settings.limits_store, crate::model::LimitsStore::Rls(_)) {
-        super::limits::no_remote_conditions(&apis, &products)?;
+        super::limits::remote_can_count(&apis, &products)?;
     }
     if crate::memory::local_tables(&settings.limits_store) {
         let (slots, budget) = (settings.counter_slots, settings.counter_memory_kb);
@@ -238,8 +238,9 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         }
         let template = Template::parse(&o.url_template).map_err(|r| ConfigError::new(ofield("url_template"), r))?;
         let rate_limit = o.rate_limit.map(|rl| rate_limit(rl, format!("o:{}/{}", a.id, o.id), &ofield("rate_limit"))).transpose()?;
+        let quota = o.quota.map(|q| quota_of(q, format!("o:{}/{}", a.id, o.id), &ofield("quota"))).transpose()?;
         let tokens = o.tokens.as_deref().map(|t| super::tokens::token_op(t, &ofield("tokens"))).transpose()?;
-        ops.push(Operation { id: o.id, name: o.name, description: o.description.unwrap_or_default(), rate_limit, tokens });
+        ops.push(Operation { id: o.id, name: o.name, description: o.description.unwrap_or_default(), rate_limit, quota, tokens });
         shapes.push((o.method, template));
     }
     let route = Route::build(shapes).map_err(|(j, r)| ConfigError::new(format!("apis[{i}].operations[{j}].url_template"), r))?;
@@ -285,6 +286,7 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         credentials.push(cred);
     }
     let rate_limit = a.rate_limit.map(|rl| rate_limit(rl, format!("a:{}", a.id), &field("rate_limit"))).transpose()?;
+    let quota = a.quota.map(|q| quota_of(q, format!("a:{}", a.id), &field("quota"))).transpose()?;
     let token_limit = a.token_limit.map(|t| super::tokens::token_limit(t, format!("ta:{}", a.id), &field("token_limit"))).transpose()?;
     if token_limit.is_some() && ops.iter().all(|o| o.tokens.is_none()) {
         return Err(ConfigError::new(
@@ -309,6 +311,7 @@ fn compile_api(i: usize, a: RawApi, env: &dyn Environment, envs: &mut Vec<String
         route,
         credentials,
         rate_limit,
+        quota,
         token_limit,
     })
 }

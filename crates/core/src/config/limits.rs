@@ -12,14 +12,7 @@ pub(super) fn rate_limit(rl: RawRateLimit, id: String, field: &str) -> Result<Ra
     if rl.renewal_period == 0 || rl.renewal_period > 31_536_000 {
         return Err(ConfigError::new(format!("{field}.renewal_period"), "must be 1..=31536000 seconds"));
     }
-    let counter = match rl.counter.as_deref() {
-        None => Counter::Subscription,
-        Some("ip") => Counter::Ip,
-        Some(c) => match c.strip_prefix("header:") {
-            Some(h) if is_header_name(h) => Counter::Header(h.to_ascii_lowercase()),
-            _ => return Err(ConfigError::new(format!("{field}.counter"), "expected \"ip\" or \"header:<name>\"")),
-        },
-    };
+    let counter = counter(rl.counter.as_deref(), field)?;
     let header = |f: &str, v: Option<String>| -> Result<Option<String>, ConfigError> {
         match v {
             Some(h) if !is_header_name(&h) => Err(ConfigError::new(format!("{field}.{f}"), "not a valid HTTP header name")),
@@ -38,7 +31,23 @@ pub(super) fn rate_limit(rl: RawRateLimit, id: String, field: &str) -> Result<Ra
     })
 }
 
-pub(super) fn quota(q: RawQuota, field: &str) -> Result<Quota, ConfigError> {
+/// `counter`: absent (per subscription), `ip`, or `header:<name>`.
+fn counter(c: Option<&str>, field: &str) -> Result<Counter, ConfigError> {
+    Ok(match c {
+        None => Counter::Subscription,
+        Some("ip") => Counter::Ip,
+        Some(c) => match c.strip_prefix("header:") {
+            Some(h) if is_header_name(h) => Counter::Header(h.to_ascii_lowercase()),
+            _ => return Err(ConfigError::new(format!("{field}.counter"), "expected \"ip\" or \"header:<name>\"")),
+        },
+    })
+}
+
+/// APIM's `quota` (per subscription) or `quota-by-key` (with a `counter`), on a product, an
+/// API or an operation (`scope`: `p:<product>`, `a:<api>`, `o:<api>/<op>`). A product's quota
+/// per subscription keeps the id `q`; the others are `q:<scope>`.
+pub(super) fn quota_of(q: RawQuota, scope: String, field: &str) -> Result<Quota, ConfigError> {
+    let id = if q.counter.is_none() && scope.starts_with("p:") { "q".to_string() } else { format!("q:{scope}") };
     if q.calls.is_none() && q.bandwidth_kb.is_none() {
         return Err(ConfigError::new(field, "give calls, bandwidth_kb or both"));
     }
@@ -57,7 +66,29 @@ pub(super) fn quota(q: RawQuota, field: &str) -> Result<Quota, ConfigError> {
         return Err(ConfigError::new(format!("{field}.renewal_period"), "must be 0 (never renews) or up to 100 years"));
     }
     let increment_condition = condition(q.increment_condition, field)?;
-    Ok(Quota { calls: q.calls, bandwidth_bytes, period_ms: q.renewal_period * 1000, increment_condition })
+    let counter = counter(q.counter.as_deref(), field)?;
+    let period_ms = q.renewal_period * 1000;
+    let anchor_ms = match (&counter, q.first_period_start.as_deref()) {
+        (Counter::Subscription, Some(_)) => {
+            return Err(ConfigError::new(
+                format!("{field}.first_period_start"),
+                "only a quota by key (with a counter) has one; a subscription's quota renews from its start",
+            ))
+        }
+        (_, None) => first_period_anchor(FIRST_PERIOD_START_MS, period_ms),
+        (_, Some(t)) => match crate::time::parse_rfc3339_ms(t) {
+            Some(ms) => first_period_anchor(i128::from(ms), period_ms),
+            None => return Err(ConfigError::new(format!("{field}.first_period_start"), "not an RFC 3339 timestamp at or after 1970")),
+        },
+    };
+    // Bandwidth is counted after the response, per subscription: on the product's own quota.
+    if bandwidth_bytes.is_some() && (counter != Counter::Subscription || id != "q") {
+        return Err(ConfigError::new(
+            format!("{field}.bandwidth_kb"),
+            "a bandwidth quota is counted on a product's quota per subscription only",
+        ));
+    }
+    Ok(Quota { id, counter, anchor_ms, calls: q.calls, bandwidth_bytes, period_ms, increment_condition })
 }
 
 /// `"2xx"`, `[200, 201]`, `["2xx", 304]`: the statuses whose calls count. A class is `1xx` to
@@ -82,10 +113,11 @@ pub(super) fn condition(raw: Option<RawCondition>, field: &str) -> Result<Option
     Ok(Some(set))
 }
 
-/// `increment_condition` gives a call's admission back when its status does not count; the
-/// rate limit service protocol has no way to take hits back, so with `limits_store.rls` it is
-/// refused rather than counted approximately.
-pub(super) fn no_remote_conditions(apis: &[Api], products: &[Product]) -> Result<(), ConfigError> {
+/// What the remote store does not count, refused rather than counted approximately:
+/// `increment_condition` gives a call's admission back when its status does not count, and the
+/// rate limit service protocol has no way to take hits back; quotas on APIs and operations or
+/// by key have no descriptors in it (the remote store counts a product's quota per subscription).
+pub(super) fn remote_can_count(apis: &[Api], products: &[Product]) -> Result<(), ConfigError> {
     let rate = |rl: &Option<RateLimit>| rl.as_ref().is_some_and(|r| r.increment_condition.is_some());
     let conditional = products.iter().any(|p| rate(&p.rate_limit) || p.quota.as_ref().is_some_and(|q| q.increment_condition.is_some()))
         || apis.iter().any(|a| rate(&a.rate_limit) || a.operations.iter().any(|o| rate(&o.rate_limit)));
@@ -95,5 +127,21 @@ pub(super) fn no_remote_conditions(apis: &[Api], products: &[Product]) -> Result
             "increment_condition is counted in shared data only (the rate limit service cannot take a hit back)",
         ));
     }
+    let scoped = apis.iter().any(|a| a.quota.is_some() || a.operations.iter().any(|o| o.quota.is_some()))
+        || products.iter().any(|p| p.quota.as_ref().is_some_and(|q| q.counter != Counter::Subscription));
+    if scoped {
+        return Err(ConfigError::new("limits_store", "quotas on APIs and operations, and quotas by key, are counted in shared data only"));
+    }
     Ok(())
+}
+
+/// APIM's default `first-period-start`, 0001-01-01T00:00:00Z, in ms since the Unix epoch.
+const FIRST_PERIOD_START_MS: i128 = -62_135_596_800_000;
+
+/// Where the grid of periods from `first` falls, as an offset in [0, period) from the epoch.
+fn first_period_anchor(first: i128, period_ms: u64) -> u64 {
+    if period_ms == 0 {
+        return 0;
+    }
+    u64::try_from(first.rem_euclid(i128::from(period_ms))).unwrap_or(0)
 }

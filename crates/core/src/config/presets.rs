@@ -14,6 +14,7 @@ fn op(id: &str, name: &str, description: &str, method: &str, url_template: Strin
         method: method.into(),
         url_template,
         rate_limit: None,
+        quota: None,
         tokens: tokens.map(Into::into),
     }
 }

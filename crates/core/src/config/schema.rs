@@ -146,6 +146,8 @@ pub(super) struct RawApi {
     #[serde(default)]
     pub(super) rate_limit: Option<RawRateLimit>,
     #[serde(default)]
+    pub(super) quota: Option<RawQuota>,
+    #[serde(default)]
     pub(super) token_limit: Option<RawTokenLimit>,
 }
 
@@ -198,6 +200,8 @@ pub(super) struct RawOperation {
     pub(super) url_template: String,
     #[serde(default)]
     pub(super) rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub(super) quota: Option<RawQuota>,
     /// `"chat"`, `"completions"` or `"embeddings"`: the body carries tokens (the presets set it).
     #[serde(default)]
     pub(super) tokens: Option<String>,
@@ -340,6 +344,12 @@ pub(super) struct RawQuota {
     pub(super) renewal_period: u64,
     #[serde(default)]
     pub(super) increment_condition: Option<RawCondition>,
+    /// `quota-by-key`'s `counter-key`: `ip` or `header:<name>`.
+    #[serde(default)]
+    pub(super) counter: Option<String>,
+    /// `quota-by-key`'s `first-period-start` (RFC 3339).
+    #[serde(default)]
+    pub(super) first_period_start: Option<String>,
 }
 
 // The model's enums, read with serde's `remote` derive so the model itself stays serde-free.

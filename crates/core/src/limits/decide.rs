@@ -30,10 +30,10 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
     // Keyed counters first (their admissions are the cheapest to undo), then the subscription.
     for (i, (spec, value)) in plan.specs.iter().zip(plan.values.iter()).enumerate() {
         let (need, spec) = match spec {
-            Some(Spec::Rate(rl)) if rl.counter != Counter::Subscription => {
-                match keyed::commit(rl, value, ctx, &mut grant) {
+            Some(spec) if *spec.counter() != Counter::Subscription => {
+                match keyed::commit(spec, value, ctx, &mut grant) {
                     Ok(keyed::Commit::Admitted(u, status)) => {
-                        if rl.increment_condition.is_some() {
+                        if spec.conditional() {
                             if let Some(h) = grant.held.at.get_mut(i) {
                                 *h = Some(HeldAt { mark: u.time, slot: u.slot });
                             }
@@ -46,7 +46,11 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
                     Ok(keyed::Commit::Denied(r)) => {
                         keyed::rollback(&undo, ctx);
                         per.denied_at = Some(i);
-                        return Verdict::Deny(DenialKind::RateLimit, r);
+                        let kind = match spec {
+                            Spec::Rate(_) => DenialKind::RateLimit,
+                            Spec::Quota(_) => DenialKind::QuotaCalls,
+                        };
+                        return Verdict::Deny(kind, r);
                     }
                     Err(HostError) => {
                         keyed::rollback(&undo, ctx);
@@ -56,7 +60,7 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
                 continue;
             }
             Some(s @ Spec::Rate(rl)) => ((rl.id.as_bytes(), Some(rl.calls)), *s),
-            Some(s @ Spec::Quota(_)) => ((QUOTA_ID, None), *s),
+            Some(s @ Spec::Quota(q)) => ((q.id.as_bytes(), None), *s),
             None => continue,
         };
         if let (Some(n), Some(c), Some(at)) = (needs.get_mut(n_sub), sub_specs.get_mut(n_sub), sub_at.get_mut(n_sub)) {

@@ -1,4 +1,4 @@
-//! Counter tables for `rate-limit-by-key` (`counter: ip | header:<name>`): each keyed limit
+//! Counter tables for `rate-limit-by-key` and `quota-by-key` (`counter: ip | header:<name>`): each keyed limit
 //! counts in a bounded table of `counter_slots` records (`mlgate/c/<limit id>/<slot>`), so
 //! shared-data memory is bounded by configuration, never by what clients send.
 //!
@@ -6,10 +6,9 @@
 //! (never used, or all its admissions expired). If every probe is busy it shares the first
 //! one: counts merge, which only ever admits fewer for a value, never more.
 
-use super::record::{self, prepare, rd64, wr64, Need, Ring, KEYED_BASE};
-use super::spec::{decide, Ctx, Grant, Spec};
+use super::record::{self, prepare, rd64, wr64, Need, QuotaSeg, Ring, KEYED_BASE, KIND_QUOTA, KIND_RATE};
+use super::spec::{count, decide, period_start, Ctx, Grant, Spec};
 use super::store::{cas_update, load, HostError, Step};
-use crate::model::RateLimit;
 use crate::reply::Reply;
 
 const PROBES: u32 = 4;
@@ -36,10 +35,11 @@ pub(super) struct Undo {
     key: String,
     /// The table slot counted in.
     pub(super) slot: u32,
-    /// The admission time our commit wrote into the ring.
+    /// A rate limit: the admission time our commit wrote into the ring. A quota: the period.
     pub(super) time: u64,
-    /// What that ring slot held before.
+    /// What that ring slot held before (a rate limit).
     prev: u64,
+    quota: bool,
 }
 
 pub(super) enum Commit {
@@ -53,17 +53,31 @@ fn owner_of(id: &str, value: &[u8]) -> u64 {
     fnv1a(0x6d6c_6761_7465, &[id.as_bytes(), value]) | 1
 }
 
-/// Decides and counts one call of `value` against the keyed limit `rl`.
-pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mut Grant) -> Result<Commit, HostError> {
-    let id = rl.id.as_str();
+/// What a keyed record holds for `spec`: a ring of its calls, or a quota segment.
+fn need_of<'s>(spec: &'s Spec<'_>) -> Need<'s> {
+    match spec {
+        Spec::Rate(rl) => (rl.id.as_bytes(), Some(rl.calls)),
+        Spec::Quota(q) => (q.id.as_bytes(), None),
+    }
+}
+
+/// Whether a slot's counts are all in the past (free to take over).
+fn idle(rec: &[u8], p: usize, spec: &Spec<'_>, now: u64) -> bool {
+    match spec {
+        Spec::Rate(rl) => Ring::status(rec, p, now, rl.period_ms).0 == 0,
+        Spec::Quota(q) => QuotaSeg::counts(rec, p, period_start(now, q.anchor_ms, q.period_ms)) == (0, 0),
+    }
+}
+
+/// Decides and counts one call of `value` against the keyed limit `spec`.
+pub(super) fn commit(spec: &Spec<'_>, value: &[u8], ctx: &mut Ctx<'_>, grant: &mut Grant) -> Result<Commit, HostError> {
+    let id = spec.id();
     let owner = owner_of(id, value);
     let slots_n = ctx.counter_slots.max(1);
     let first = u32::try_from(fnv1a(0, &[id.as_bytes(), value]) % u64::from(slots_n)).unwrap_or(0);
     let now = ctx.now_ms;
-    let need: [Need<'_>; 1] = [(id.as_bytes(), Some(rl.calls))];
-    let spec = Spec::Rate(rl);
+    let need: [Need<'_>; 1] = [need_of(spec)];
     let empty = record::empty(KEYED_BASE);
-    let idle = |rec: &[u8], p: usize| Ring::status(rec, p, now, rl.period_ms).0 == 0;
 
     // Pick the slot: ours, else a free one, else share the first probe.
     let mut chosen = None;
@@ -73,7 +87,7 @@ pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mu
         let (mut rec, _) = load(ctx.store, &key, &empty)?;
         let [p]: [usize; 1] = prepare(&mut rec, KEYED_BASE, &need);
         let tag = rd64(&rec, 1);
-        if tag == owner || tag == 0 || idle(&rec, p) {
+        if tag == owner || tag == 0 || idle(&rec, p, spec, now) {
             chosen = Some((key, slot));
             break;
         }
@@ -90,29 +104,27 @@ pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mu
         let tag = rd64(rec, 1);
         let mut claimed_meanwhile = false;
         if tag != owner && !shared {
-            // Taking over a free slot: the previous owner's expired admissions stay, and
-            // they no longer count in the window anyway.
-            if tag == 0 || idle(rec, p) {
+            // Taking over a free slot: the previous owner's counts stay, and they are all in
+            // the past anyway.
+            if tag == 0 || idle(rec, p, spec, now) {
                 wr64(rec, 1, owner);
             } else {
                 // Someone claimed it meanwhile; count with them (conservative).
                 claimed_meanwhile = true;
             }
         }
-        if let Err((_, r)) = decide(rec, p, &spec, now, 0) {
+        // A quota's period before our count: a quota counted by key starts its periods on its
+        // grid (its start argument is not used).
+        if let Err((_, r)) = decide(rec, p, spec, now, 0) {
             return Step::Keep(Err(r));
         }
         local = Grant::default();
-        let (slot, prev) = Ring::admit(rec, p, now);
-        let (remaining, reset) = Ring::status(rec, p, now, rl.period_ms);
-        local.offer(u64::from(rl.calls), remaining, super::spec::ceil_secs(reset));
-        if let Some(h) = &rl.remaining_calls_header {
-            local.headers.push((h.clone(), remaining.to_string()));
-        }
-        if let Some(h) = &rl.total_calls_header {
-            local.headers.push((h.clone(), rl.calls.to_string()));
-        }
-        Step::Write(Ok((rd64(rec, slot), prev, claimed_meanwhile)))
+        let prev = match spec {
+            Spec::Rate(_) => rd64(rec, p + 8 + 8 * Ring::head(rec, p)),
+            Spec::Quota(_) => 0,
+        };
+        let mark = count(rec, p, spec, now, 0, &mut local);
+        Step::Write(Ok((mark, prev, claimed_meanwhile)))
     })?;
     match outcome {
         Err(r) => Ok(Commit::Denied(r)),
@@ -124,13 +136,14 @@ pub(super) fn commit(rl: &RateLimit, value: &[u8], ctx: &mut Ctx<'_>, grant: &mu
                 grant.offer(s.limit, s.remaining, s.reset_secs);
             }
             grant.headers.append(&mut local.headers);
-            Ok(Commit::Admitted(Undo { key, slot, time, prev }, local.rate_limit))
+            grant.count_bandwidth |= local.count_bandwidth;
+            let quota = matches!(spec, Spec::Quota(_));
+            Ok(Commit::Admitted(Undo { key, slot, time, prev, quota }, local.rate_limit))
         }
     }
 }
 
-/// Takes back keyed admissions after a later denial: the newest ring entry equal to our
-/// admission time gets its previous value back. Best effort: a failure leaves the
+/// Takes back keyed admissions after a later denial. Best effort: a failure leaves the
 /// admission counted, which errs on the side of admitting fewer.
 pub(super) fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
     let empty = record::empty(KEYED_BASE);
@@ -138,6 +151,10 @@ pub(super) fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
         let _ = cas_update(ctx.store, &u.key, &empty, ctx.max_retries, |rec| {
             record::repair(rec, KEYED_BASE);
             let Some(seg) = record::next_seg(rec, KEYED_BASE) else { return Step::Keep(()) };
+            if u.quota {
+                return if take_back_quota(rec, seg.payload, u.time) { Step::Write(()) } else { Step::Keep(()) };
+            }
+            // The newest ring entry equal to our admission time gets its previous value back.
             let p = seg.payload;
             let n = Ring::n(rec, p);
             let Some(i) = (0..n).rev().find(|&i| Ring::at(rec, p, i) == u.time) else { return Step::Keep(()) };
@@ -155,15 +172,34 @@ pub(super) fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
     }
 }
 
-/// Gives back an admission a call held in slot `slot` of `rl`'s table (its status did not
-/// count): the ring entry written at `time` is taken out.
-pub(super) fn give_back(rl: &RateLimit, slot: u32, time: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
-    let key = record_key(&rl.id, slot);
+/// Takes one call back from a quota segment at `p`, if it is still in `period`.
+pub(super) fn take_back_quota(rec: &mut [u8], p: usize, period: u64) -> bool {
+    let calls = QuotaSeg::counts(rec, p, period).0;
+    if rd64(rec, p) != period || calls == 0 {
+        return false;
+    }
+    wr64(rec, p + 8, calls - 1);
+    true
+}
+
+/// Gives back an admission a call held in slot `slot` of `spec`'s table (its status did not
+/// count): the ring entry written at `mark` is taken out, or the quota call of period `mark`.
+pub(super) fn give_back(spec: &Spec<'_>, slot: u32, mark: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
+    let key = record_key(spec.id(), slot);
     cas_update(ctx.store, &key, &record::empty(KEYED_BASE), ctx.max_retries, |rec| {
         record::repair(rec, KEYED_BASE);
-        match record::find_seg(rec, KEYED_BASE, record::KIND_RATE, rl.id.as_bytes()) {
-            Some(seg) if Ring::remove(rec, seg.payload, time) => Step::Write(()),
-            _ => Step::Keep(()),
+        let done = match spec {
+            Spec::Rate(rl) => {
+                record::find_seg(rec, KEYED_BASE, KIND_RATE, rl.id.as_bytes()).is_some_and(|s| Ring::remove(rec, s.payload, mark))
+            }
+            Spec::Quota(q) => {
+                record::find_seg(rec, KEYED_BASE, KIND_QUOTA, q.id.as_bytes()).is_some_and(|s| take_back_quota(rec, s.payload, mark))
+            }
+        };
+        if done {
+            Step::Write(())
+        } else {
+            Step::Keep(())
         }
     })
 }

@@ -4,7 +4,7 @@
 //! calls that count; the price is that calls still in flight hold their places briefly.
 
 use super::keyed;
-use super::record::{self, rd64, wr64, QuotaSeg, Ring, KIND_QUOTA, KIND_RATE, QUOTA_ID, SUB_BASE};
+use super::record::{self, Ring, KIND_QUOTA, KIND_RATE, SUB_BASE};
 use super::spec::{Ctx, Held, Spec, MAX_SPECS};
 use super::store::{cas_update, HostError, Step};
 use crate::model::Counter;
@@ -25,11 +25,10 @@ pub fn give_back(
         if spec.counts(status) {
             continue;
         }
-        match spec {
-            Spec::Rate(rl) if rl.counter != Counter::Subscription => {
-                result = result.and(keyed::give_back(rl, at.slot, at.mark, ctx));
-            }
-            _ => in_record = true,
+        if *spec.counter() == Counter::Subscription {
+            in_record = true;
+        } else {
+            result = result.and(keyed::give_back(spec, at.slot, at.mark, ctx));
         }
     }
     if !in_record {
@@ -40,23 +39,16 @@ pub fn give_back(
         let mut changed = false;
         for (spec, at) in specs.iter().zip(held.at) {
             let (Some(spec), Some(at)) = (spec, at) else { continue };
-            if spec.counts(status) {
+            if spec.counts(status) || *spec.counter() != Counter::Subscription {
                 continue;
             }
             changed |= match spec {
-                Spec::Rate(rl) if rl.counter == Counter::Subscription => {
+                Spec::Rate(rl) => {
                     record::find_seg(rec, SUB_BASE, KIND_RATE, rl.id.as_bytes()).is_some_and(|s| Ring::remove(rec, s.payload, at.mark))
                 }
-                Spec::Rate(_) => false,
                 // Only in the period it was counted in: a renewed quota starts from zero anyway.
-                Spec::Quota(_) => match record::find_seg(rec, SUB_BASE, KIND_QUOTA, QUOTA_ID) {
-                    Some(s) if rd64(rec, s.payload) == at.mark && QuotaSeg::counts(rec, s.payload, at.mark).0 > 0 => {
-                        let calls = rd64(rec, s.payload + 8);
-                        wr64(rec, s.payload + 8, calls - 1);
-                        true
-                    }
-                    _ => false,
-                },
+                Spec::Quota(q) => record::find_seg(rec, SUB_BASE, KIND_QUOTA, q.id.as_bytes())
+                    .is_some_and(|s| keyed::take_back_quota(rec, s.payload, at.mark)),
             };
         }
         if changed {

@@ -16,17 +16,19 @@ pub enum Spec<'g> {
 }
 
 /// At most this many limits apply to one request: product, API and operation rate limits,
-/// and the product quota.
-pub const MAX_SPECS: usize = 4;
+/// then product, API and operation quotas.
+pub const MAX_SPECS: usize = 6;
 
 /// The limits that apply to `op` of `api` for a subscription of `product`, in APIM's order:
-/// product, API, operation rate limits, then the product quota.
+/// product, API, operation rate limits, then the product, API and operation quotas.
 pub fn limits_of<'g>(api: &'g Api, op: &'g Operation, product: &'g Product) -> [Option<Spec<'g>>; MAX_SPECS] {
     [
         product.rate_limit.as_ref().map(Spec::Rate),
         api.rate_limit.as_ref().map(Spec::Rate),
         op.rate_limit.as_ref().map(Spec::Rate),
         product.quota.as_ref().map(Spec::Quota),
+        api.quota.as_ref().map(Spec::Quota),
+        op.quota.as_ref().map(Spec::Quota),
     ]
 }
 
@@ -192,7 +194,7 @@ pub fn decide(rec: &[u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64) ->
         Spec::Rate(rl) => Ring::decide(rec, p, now, rl.period_ms)
             .map_err(|wait| (DenialKind::RateLimit, reply::rate_limited(ceil_secs(wait).max(1), rl.retry_after_header.as_deref()))),
         Spec::Quota(q) => {
-            let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
+            let cur = period_start(now, q.start(start_ms), q.period_ms).max(rd64(rec, p));
             let (calls, bytes) = QuotaSeg::counts(rec, p, cur);
             let wait = quota_wait_secs(cur, q.period_ms, now);
             if q.calls.is_some_and(|c| calls >= c) {
@@ -223,7 +225,7 @@ pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64,
             rd64(rec, slot)
         }
         Spec::Quota(q) => {
-            let cur = period_start(now, start_ms, q.period_ms).max(rd64(rec, p));
+            let cur = period_start(now, q.start(start_ms), q.period_ms).max(rd64(rec, p));
             let calls = QuotaSeg::add(rec, p, cur, 1, 0);
             if let Some(limit) = q.calls {
                 grant.offer(limit, limit - calls.min(limit), quota_wait_secs(cur, q.period_ms, now));
@@ -234,7 +236,32 @@ pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64,
     }
 }
 
+impl Quota {
+    /// Where this quota's periods start: the subscription's start, or for a quota by key the
+    /// grid of its `first_period_start`.
+    pub fn start(&self, subscription_start_ms: u64) -> u64 {
+        match self.counter {
+            crate::model::Counter::Subscription => subscription_start_ms,
+            _ => self.anchor_ms,
+        }
+    }
+}
+
 impl Spec<'_> {
+    /// The counter a limit counts per (a subscription, or a key's table).
+    pub fn counter(&self) -> &crate::model::Counter {
+        match self {
+            Spec::Rate(rl) => &rl.counter,
+            Spec::Quota(q) => &q.counter,
+        }
+    }
+    /// Its id in records and counter tables.
+    pub fn id(&self) -> &str {
+        match self {
+            Spec::Rate(rl) => &rl.id,
+            Spec::Quota(q) => &q.id,
+        }
+    }
     fn condition(&self) -> Option<&StatusSet> {
         match self {
             Spec::Rate(rl) => rl.increment_condition.as_ref(),

@@ -1,5 +1,6 @@
-"""Issue 21, `increment_condition`: only calls whose backend status matches count, exactly, with
-300 calls at once through Envoy's workers and a backend that fails half of them."""
+"""Issue 21, APIM's limit policies operators reach for: `increment_condition` (only calls whose
+backend status matches count, exactly, with 300 calls at once through Envoy's workers and a
+backend that fails half of them), quotas on APIs and quotas by key."""
 from collections import Counter
 
 import pytest
@@ -46,5 +47,25 @@ def test_a_quota_counts_only_the_listed_statuses(upstream):
             assert call(e, headers={"X-Want-Status": "404"}).status == 404
         assert [call(e, headers={"X-Want-Status": "201"}).status for _ in range(4)] == [201, 201, 201, 403]
         assert call(e, headers={"X-Want-Status": "404"}).status == 403
+    finally:
+        e.stop()
+
+
+def test_an_api_quota_and_a_quota_by_key(upstream):
+    cfg = config({"quota": {"calls": 3, "renewal_period": 3600, "counter": "header:x-client"}}, subs=("alice", "bob"))
+    cfg["apis"][0]["quota"] = {"calls": 4, "renewal_period": 3600}
+    e = Envoy(cfg, upstream.port, concurrency=2)
+    try:
+        # Per client value, whoever the subscription: alice and bob share client "a"'s three.
+        got = [call(e, key=k, headers={"X-Client": "a"}).status for k in ("alice-key", "bob-key", "alice-key", "bob-key")]
+        assert got == [200, 200, 200, 403]
+        r = call(e, key="bob-key", headers={"X-Client": "a"})
+        assert r.status == 403 and r.json()["message"].startswith("Out of call volume quota. Quota will be replenished in ")
+        assert 1 <= int(r.header("retry-after")) <= 3600
+        # The API's quota counts per subscription: alice has 2 of 4 used, so 2 more (as "b").
+        assert [call(e, headers={"X-Client": "b"}).status for _ in range(3)] == [200, 200, 403]
+        # Bob made 1 counted call on the API (his other two were refused, counted nowhere): 3 more.
+        assert [call(e, key="bob-key", headers={"X-Client": "c"}).status for _ in range(4)] == [200, 200, 200, 403]
+        assert upstream.count() == 8
     finally:
         e.stop()
