@@ -8,6 +8,7 @@ use mlgate_core::usage::{Call, Kind};
 use mlgate_core::{Events, Gateway};
 use mlgate_envoy::stats::{EventStats, SlotTable};
 use mlgate_usage::extremes::Extremes;
+use mlgate_usage::timeline::Timeline;
 use std::cell::RefCell;
 
 /// Counter ids in Envoy's stats (`wasmcustom.mlgate.*`), one per core event.
@@ -25,10 +26,12 @@ impl Stats {
 }
 
 /// The usage metrics of one configuration ([`mlgate_core::usage`]): each slot's metric ids and
-/// this worker's view of the extremes. Per request: a table lookup and the increments.
+/// this worker's view of the extremes and of the report buckets. Per request: a table lookup
+/// and the increments, and one read and write of the call's bucket record.
 pub(crate) struct Usage {
     ids: SlotTable<u32>,
     extremes: RefCell<Extremes>,
+    timeline: Timeline,
 }
 
 impl Usage {
@@ -41,7 +44,7 @@ impl Usage {
             };
             abi::define_metric(kind, &name)
         });
-        Usage { ids, extremes: RefCell::new(Extremes::new(gw.usage.len())) }
+        Usage { ids, extremes: RefCell::new(Extremes::new(gw.usage.len())), timeline: Timeline::new(gw) }
     }
 
     pub(crate) fn id(&self, slot: u32, index: usize) -> Option<u32> {
@@ -60,5 +63,6 @@ impl Usage {
             };
             ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut SharedData, &mut gauge);
         }
+        self.timeline.record(call, abi::now_ms(), &mut SharedData);
     }
 }

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | `/` | the dashboard page (`assets/dashboard.html`) | no (it holds no data) |
 //! | `/dashboard.js` `/dashboard.css` `/favicon.svg` | its script, style sheet and icon | no |
-//! | `/reports/byApi` `/reports/byOperation` `/reports/byProduct` `/reports/bySubscription` | APIM's reports ([`mlgate_usage::report`]) | yes |
+//! | `/reports/byApi` `/reports/byOperation` `/reports/byProduct` `/reports/bySubscription` `/reports/byTime` | APIM's reports ([`mlgate_usage::report`]), with `$filter`, `$top`, `$skip`, `$orderby` and `interval` ([`mlgate_usage::query`]) | yes |
 //! | `/quotas` | every quota counter: calls and kilobytes in the current period, per subscription | yes |
 //!
 //! The key is `Authorization: Bearer <admin key>`; only its SHA-256 is configured, and the
@@ -24,7 +24,8 @@ use mlgate_core::limits::{self, Spec};
 use mlgate_core::local::LocalHost;
 use mlgate_core::model::{Admin, Gateway};
 use mlgate_core::reply::Reply;
-use mlgate_usage::report::{self, push_str, Report};
+use mlgate_usage::query;
+use mlgate_usage::report::{self, push_str, Refused, Report};
 
 const PAGE: &str = include_str!("assets/dashboard.html");
 /// The script and style sheet, gzip-compressed (`make admin-assets` makes them from the sources
@@ -73,19 +74,64 @@ pub fn serve(gw: &Gateway, admin: &Admin, req: &Request<'_>, now_ms: u64, host: 
         _ if !authorized(admin, req) => secure(unauthorized(), true),
         b"/quotas" => secure(json(quotas(gw, now_ms, host)), true),
         _ => match sub.strip_prefix(b"/reports/").and_then(Report::from_name) {
-            Some(kind) => {
-                let mut value = |slot: u32, index: usize| host.metric(slot, index).unwrap_or(0);
-                match report::report(gw, kind, &mut value) {
-                    Some(body) => secure(json(body), true),
-                    None => secure(
-                        error(404, "NotFound", "bySubscription needs per-subscription metrics: \"metrics\": {\"per_subscription\": true}"),
-                        true,
-                    ),
-                }
-            }
+            Some(kind) => secure(reports(gw, kind, req, now_ms, host), true),
             None => secure(error(404, "NotFound", "No such admin resource."), true),
         },
     }
+}
+
+/// A report, with the request's query options: a 400 in APIM's error shape for an option it
+/// got wrong.
+fn reports(gw: &Gateway, kind: Report, req: &Request<'_>, now_ms: u64, host: &mut dyn LocalHost) -> Reply {
+    let (path, raw) = match req.path.iter().position(|&b| b == b'?') {
+        Some(i) => (req.path.get(..i).unwrap_or_default(), req.path.get(i + 1..).unwrap_or_default()),
+        None => (req.path, &b""[..]),
+    };
+    let answer = query::parse(raw).map_err(Refused::Invalid).and_then(|q| {
+        // The next page: the same request with `$skip` moved on.
+        let mut next = |skip: usize| {
+            // Absolute, as APIM's: the request's own scheme and authority (when it has them).
+            let mut url = match (req.scheme, req.authority) {
+                (b"http" | b"https", a) if !a.is_empty() => {
+                    format!("{}://{}", String::from_utf8_lossy(req.scheme), String::from_utf8_lossy(a))
+                }
+                _ => String::new(),
+            };
+            url.push_str(&String::from_utf8_lossy(path));
+            let mut sep = '?';
+            for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+                if !pair.starts_with(b"$skip=") && !pair.starts_with(b"%24skip=") {
+                    url.push(sep);
+                    url.push_str(&String::from_utf8_lossy(pair));
+                    sep = '&';
+                }
+            }
+            format!("{url}{sep}$skip={skip}")
+        };
+        report::answer(gw, kind, &q, host, now_ms, &mut next)
+    });
+    match answer {
+        Ok(body) => json(body),
+        Err(Refused::NoSubscriptions) => error(
+            404,
+            "NotFound",
+            "bySubscription and subscriptionId need per-subscription metrics: \"metrics\": {\"per_subscription\": true}",
+        ),
+        Err(Refused::Invalid(e)) => invalid(e.target, &e.message),
+    }
+}
+
+/// APIM's validation error: `{"error": {"code": "ValidationError", "message": …, "details":
+/// [{"code": "ValidationError", "target": <parameter>, "message": …}]}}`.
+fn invalid(target: &str, message: &str) -> Reply {
+    let mut body = String::from("{\"error\":{\"code\":\"ValidationError\",\"message\":");
+    push_str(&mut body, message);
+    body.push_str(",\"details\":[{\"code\":\"ValidationError\",\"target\":");
+    push_str(&mut body, target);
+    body.push_str(",\"message\":");
+    push_str(&mut body, message);
+    body.push_str("}]}}");
+    Reply { status: 400, content_type: "application/json; charset=utf-8", headers: Vec::new(), body, gzip_body: None }
 }
 
 fn asset(content_type: &'static str, body: &str) -> Reply {

@@ -27,6 +27,25 @@
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 
+/// A report time bucket: a quarter hour of UTC, as APIM's `byTime` intervals (multiples of 15
+/// minutes). `mlgate-usage`'s timeline keeps them per slot in the store.
+pub const QUARTER_MS: u64 = 15 * 60 * 1000;
+/// The timeline keeps one record per slot per hour (its four quarters), for this many hours in a
+/// ring: the current hour and the 24 before it, so every quarter of the last 24 hours is there.
+pub const TIMELINE_HOURS: u64 = 25;
+/// The bytes of one quarter in a timeline record: calls by outcome and backend calls (u32 each),
+/// bandwidth, the two time sums, the two token counts and the four extremes (u64 each).
+pub const TIMELINE_QUARTER: u64 = 5 * 4 + 9 * 8;
+/// The bytes of one timeline record's value: the slot's label fingerprint (u64), the hour (u32)
+/// and its four quarters.
+pub const TIMELINE_RECORD: u64 = 8 + 4 + 4 * TIMELINE_QUARTER;
+
+/// The key of slot `slot`'s timeline record for hour `hour` (hours since the epoch): slot
+/// numbers and a ring position, so the keys are bounded by the slots whatever the labels.
+pub fn timeline_key(slot: u32, hour: u64) -> String {
+    format!("mlgate/t/{slot}/{}", hour % TIMELINE_HOURS)
+}
+
 /// What a label value keeps unencoded (the rest becomes `%XX`).
 pub const LABEL_VALUE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
