@@ -8,6 +8,7 @@ use mlgate_core::usage::{Call, Kind};
 use mlgate_core::{Events, Gateway};
 use mlgate_envoy::stats::{EventStats, SlotTable};
 use mlgate_usage::extremes::Extremes;
+use mlgate_usage::timeline::Timeline;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
@@ -52,6 +53,8 @@ pub(crate) struct Usage {
     /// One view of the extremes for every worker: they share memory, so one view means fewer
     /// store round trips than one per worker (the Wasm form's VMs cannot share).
     extremes: Mutex<Extremes>,
+    /// The report buckets (each slot's label fingerprint).
+    timeline: Timeline,
 }
 
 impl Usage {
@@ -67,7 +70,7 @@ impl Usage {
             let value = (kind != MetricKind::Histogram).then(|| Arc::clone(mirrors.entry(name).or_default()));
             Some(Metric { id, kind, value })
         });
-        Usage { metrics, extremes: Mutex::new(Extremes::new(gw.usage.len())) }
+        Usage { metrics, extremes: Mutex::new(Extremes::new(gw.usage.len())), timeline: Timeline::new(gw) }
     }
 
     pub(crate) fn metric(&self, slot: u32, index: usize) -> Option<&Metric> {
@@ -97,5 +100,7 @@ impl Usage {
             }
         };
         ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut ProcessStore, &mut gauge);
+        drop(ex);
+        self.timeline.record(call, crate::state::now_ms(), &mut ProcessStore);
     }
 }
