@@ -2,6 +2,7 @@
 //! configuration, at full tables, in words.
 
 use mlgate_core::memory::{Estimate, HISTOGRAMS_PER_SLOT_PER_WORKER, NATIVE_BASELINE, WASM_BASELINE};
+use mlgate_core::usage::TIMELINE_HOURS;
 
 /// Bytes as B, KiB, MiB or GiB with one decimal (the next unit from 1000 of one).
 pub fn size(bytes: u64) -> String {
@@ -51,6 +52,12 @@ pub fn lines(m: &Estimate, workers: u32) -> String {
         size(m.usage_stats.bytes),
         size(histograms)
     ));
+    let tl = m.timeline;
+    t.push_str(&format!(
+        "    report buckets        {slots} label sets × {TIMELINE_HOURS} hours × {} = {}: four quarter hours a record, the last 24 hours\n",
+        size(tl.bytes.checked_div(tl.entries).unwrap_or(0)),
+        size(tl.bytes)
+    ));
     t.push_str(&format!("    traffic adds          at most {} over idle\n", size(m.growth(workers))));
     t.push_str(&format!(
         "    idle, over no filter  Wasm {} (V8 and the module {}, stats, the configuration {} and {} in each of {} VMs); native {} (module {})\n",
@@ -89,6 +96,7 @@ mod tests {
             counter_tables: vec![CounterTable { field: "apis[0].rate_limit".into(), slots: 4096, slot_bytes: 1024 }],
             counter_budget: 16 << 20,
             usage_records: Table { entries: 3, bytes: 900 },
+            timeline: Table { entries: 75, bytes: 75 * 700 },
             usage_stats: Table { entries: 3, bytes: 3 * 36 * 1024 },
             config_per_vm: 1024,
             config_host: 2048,
@@ -98,6 +106,7 @@ mod tests {
         assert!(t.contains("counter table         apis[0].rate_limit: 4096 slots × 1.0 KiB = 4.0 MiB"), "{t}");
         assert!(t.contains("counter tables        4.0 MiB of counter_memory_kb 16384 KB (16.0 MiB)"), "{t}");
         assert!(t.contains("usage label sets      3: 900 B of records, 108.0 KiB of Envoy stats, 27.0 KiB more"), "{t}");
+        assert!(t.contains("report buckets        3 label sets × 25 hours × 700 B = 51.3 KiB"), "{t}");
         assert!(t.contains(&format!("traffic adds          at most {} over idle", size(m.growth(2)))), "{t}");
         assert!(t.contains("the configuration 2.0 KiB and 1.0 KiB in each of 3 VMs"), "{t}");
         // Every line is indented under the summary's `memory` line.

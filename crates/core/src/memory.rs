@@ -7,6 +7,7 @@
 //! | subscription records `mlgate/s/<id>` | one per subscription with a limit | its first call with a valid key | [`entry`] of its record |
 //! | counter tables `mlgate/c/<limit>/<slot>` | `counter_slots` per keyed limit | a new counter value (any client) | [`entry`] of one ring |
 //! | usage records `mlgate/u/<labels>` | one per usage label set | the first call counted there | [`entry`] of 32 bytes |
+//! | report buckets `mlgate/t/<slot>/<hour>` | [`TIMELINE_HOURS`] per usage label set | its first call in that hour | [`entry`] of [`TIMELINE_RECORD`] bytes (four quarter-hour buckets) |
 //! | usage stats (Envoy's) | 27 per label set | configure (histograms grow when used) | [`STATS_PER_SLOT`] + [`HISTOGRAMS_PER_SLOT_PER_WORKER`] |
 //!
 //! Only counter tables grow with what an attacker sends (every new `x-client` value, every
@@ -14,6 +15,7 @@
 //! `counter_memory_kb` (default [`DEFAULT_COUNTER_MEMORY_KB`]), or the configuration is refused.
 
 use crate::model::{Api, Counter, Gateway, LimitsStore, OnFailure, Product, Quota, RateLimit, TokenLimit};
+use crate::usage::{TIMELINE_HOURS, TIMELINE_RECORD};
 
 /// The default of `counter_memory_kb`: 16 MiB for every keyed limit's table together, so full
 /// tables and everything else mlgate keeps stay within 32 MiB over idle.
@@ -168,6 +170,9 @@ pub struct Estimate {
     /// `counter_memory_kb` in bytes.
     pub counter_budget: u64,
     pub usage_records: Table,
+    /// The report buckets: [`TIMELINE_HOURS`] hour records per label set, each holding four
+    /// quarter hours (`mlgate-usage`'s timeline).
+    pub timeline: Table,
     /// Label sets, and Envoy's memory for their stats as defined at configure.
     pub usage_stats: Table,
     /// The compiled configuration in one Wasm VM (beyond an empty one).
@@ -183,7 +188,7 @@ impl Estimate {
 
     /// Every store entry at full (the CAS sentinel included).
     pub fn store_bytes(&self) -> u64 {
-        self.subscription_records.bytes + self.counter_bytes() + self.usage_records.bytes + entry(19, 1)
+        self.subscription_records.bytes + self.counter_bytes() + self.usage_records.bytes + self.timeline.bytes + entry(19, 1)
     }
 
     /// What traffic can add to an idle Envoy with `workers` workers: every store entry, and
@@ -244,11 +249,20 @@ pub fn estimate(gw: &Gateway) -> Estimate {
         usage_records.entries += 1;
         usage_records.bytes += entry("mlgate/u/".len() as u64 + gw.usage_labels(slot).len() as u64, USAGE_RECORD);
     }
+    // Keys `mlgate/t/<slot>/<hour % TIMELINE_HOURS>` (arithmetic: no key is formatted here).
+    let mut timeline = Table::default();
+    for slot in 0..slots {
+        for hour in 0..TIMELINE_HOURS as u32 {
+            timeline.entries += 1;
+            timeline.bytes += entry("mlgate/t/".len() as u64 + digits(slot) + 1 + digits(hour), TIMELINE_RECORD);
+        }
+    }
     Estimate {
         subscription_records: subs,
         counter_tables,
         counter_budget: u64::from(gw.settings.counter_memory_kb) * 1024,
         usage_records,
+        timeline,
         usage_stats: Table { entries: u64::from(slots), bytes: u64::from(slots) * STATS_PER_SLOT },
         config_per_vm: gw.subscriptions.len() as u64 * CONFIG_PER_SUBSCRIPTION,
         config_host: gw.subscriptions.len() as u64 * HOST_PER_SUBSCRIPTION,

@@ -158,3 +158,20 @@ fn the_default_budget_holds_a_default_table_of_a_few_hundred_calls() {
     // Per entry: key and value, ENTRY_OVERHEAD, and 1/16 of the value for the allocator.
     assert_eq!(memory::entry(10, 1600), 10 + 1600 + 100 + ENTRY_OVERHEAD);
 }
+
+#[test]
+fn report_buckets_are_counted_per_label_set_and_hour() {
+    use crate::usage::{timeline_key, TIMELINE_HOURS, TIMELINE_RECORD};
+    let gw = gateway(&demo());
+    let est = memory::estimate(&gw);
+    let slots = gw.usage.len() as u32;
+    assert_eq!(est.timeline.entries, u64::from(slots) * TIMELINE_HOURS);
+    // The arithmetic key lengths are the keys' own.
+    let exact: u64 =
+        (0..slots).flat_map(|s| (0..TIMELINE_HOURS).map(move |h| memory::entry(timeline_key(s, h).len() as u64, TIMELINE_RECORD))).sum();
+    assert_eq!(est.timeline.bytes, exact);
+    // A record holds four quarters: about 675 bytes, ~169 per quarter-hour bucket.
+    assert_eq!(TIMELINE_RECORD, 380);
+    assert_eq!(memory::entry("mlgate/t/16/24".len() as u64, TIMELINE_RECORD), 673);
+    assert!(est.store_bytes() > est.timeline.bytes + est.usage_records.bytes);
+}
