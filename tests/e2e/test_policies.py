@@ -69,3 +69,29 @@ def test_an_api_quota_and_a_quota_by_key(upstream):
         assert upstream.count() == 8
     finally:
         e.stop()
+
+
+def test_scoped_subscriptions_and_an_open_product(upstream):
+    cfg = config({"rate_limit": {"calls": 1, "renewal_period": 60}})
+    cfg["products"].append({"id": "free", "name": "Free", "apis": ["azureml-demo"], "subscription_required": False,
+                            "rate_limit": {"calls": 2, "renewal_period": 60, "counter": "header:x-client"}})
+    cfg["subscriptions"].append({"id": "dana", "scope": "/apis/azureml-demo", "state": "active", "primary_key": "dana-key"})
+    e = Envoy(cfg, upstream.port)
+    try:
+        # Scoped to the API: no product, so not the starter product's 1 call a minute.
+        assert [call(e, key="dana-key").status for _ in range(3)] == [200] * 3
+        sent = upstream.last()
+        assert ("x-mlgate-subscription-id", "dana") in sent["headers"]
+        assert not [v for k, v in sent["headers"] if k == "x-mlgate-product-id"]
+        # Without a key: the open product, counted per x-client.
+        keyless = [e.request("POST", RRS, {"X-Client": c}, b"{}").status for c in ("a", "a", "a", "b")]
+        assert keyless == [200, 200, 429, 200]
+        sent = upstream.last()
+        assert ("x-mlgate-product-id", "free") in sent["headers"]
+        assert not [v for k, v in sent["headers"] if k == "x-mlgate-subscription-id"]
+        assert [h for h in sent["headers"] if h[0] == "authorization"] == [("authorization", "Bearer aml-key")]
+        # A wrong key is refused as before; the starter subscriber keeps its own limit.
+        assert e.request("POST", RRS, {"Ocp-Apim-Subscription-Key": "nope"}, b"{}").status == 401
+        assert [call(e).status for _ in range(2)] == [200, 429]
+    finally:
+        e.stop()

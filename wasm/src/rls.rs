@@ -16,12 +16,11 @@
 
 use super::abi;
 use mlgate_core::admit::tokens::Metered;
-use mlgate_core::admit::{admit_with, Admission, Connection, Request};
+use mlgate_core::admit::{Admission, Connection, Request};
 use mlgate_core::tokens::TokenUsage;
+use mlgate_core::RlsSettings;
 use mlgate_core::{Events, Gateway, Store};
-use mlgate_core::{LimitsStore, OnFailure, RlsSettings};
-use mlgate_remote::breaker::Breaker;
-use mlgate_remote::client::{self, Answered, Ask};
+use mlgate_remote::flow::{self, Breakers, Counts, Finish, First, Judge, Report};
 use mlgate_remote::wire;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -29,26 +28,13 @@ use std::rc::Rc;
 /// What a dispatched call was for.
 enum Pending {
     /// A request's check: the stream waiting for it, and whether it is the breaker's probe.
-    Check { stream: u32, cluster: String, probe: bool, breaker: (u32, u64) },
-    /// A bandwidth report: counted locally instead if it fails under `on_failure: local`.
-    Bandwidth { gw: Rc<Gateway>, sub: u32, bytes: u64, cluster: String },
-    /// A token settle: if it fails, the reservation stays charged.
-    Settle { cluster: String, breaker: (u32, u64) },
+    Check { stream: u32, settings: RlsSettings, probe: bool },
+    /// A finished call's report (bandwidth, a settle), with the configuration it was made under.
+    Report { gw: Rc<Gateway>, report: Report },
 }
 
 /// A call's response message, or `Err` if the call failed.
 type Answer = Result<Vec<u8>, ()>;
-
-/// Counter ids (`wasmcustom.mlgate.rls_*`), defined on first use in this VM.
-#[derive(Clone, Copy)]
-struct RlsStats {
-    calls: Option<u32>,
-    failures: Option<u32>,
-    skipped: Option<u32>,
-    local: Option<u32>,
-    breaker_open: Option<u32>,
-    settle_failures: Option<u32>,
-}
 
 // Small lists, not hash maps: a worker has few calls out at once, and every map type costs
 // Wasm size.
@@ -58,8 +44,9 @@ thread_local! {
     /// Streams paused for an answer, with the answer once it came (`Err`: the call failed).
     static WAITING: RefCell<Vec<(u32, Option<Answer>)>> = const { RefCell::new(Vec::new()) };
     /// One breaker per store (cluster) in this VM.
-    static BREAKERS: RefCell<Vec<(String, Breaker)>> = const { RefCell::new(Vec::new()) };
-    static STATS: RefCell<Option<RlsStats>> = const { RefCell::new(None) };
+    static BREAKERS: RefCell<Breakers> = RefCell::new(Breakers::default());
+    /// Counter ids (`wasmcustom.mlgate.rls_*`, `flow::STATS`), defined on first use in this VM.
+    static STATS: RefCell<Option<[Option<u32>; 6]>> = const { RefCell::new(None) };
     /// Streams decided in shared data (`on_failure: local`): their tokens are settled there.
     static LOCAL_CHARGES: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
 }
@@ -81,54 +68,24 @@ pub(super) fn unwait(stream: u32) -> Option<Option<Answer>> {
     })
 }
 
-fn stats() -> RlsStats {
-    STATS.with(|s| {
-        let mut s = s.borrow_mut();
-        *s.get_or_insert_with(|| RlsStats {
-            calls: abi::define_metric(abi::COUNTER, "mlgate.rls_calls"),
-            failures: abi::define_metric(abi::COUNTER, "mlgate.rls_failures"),
-            skipped: abi::define_metric(abi::COUNTER, "mlgate.rls_breaker_skipped"),
-            local: abi::define_metric(abi::COUNTER, "mlgate.rls_local_fallback"),
-            breaker_open: abi::define_metric(abi::GAUGE, "mlgate.rls_breaker_open"),
-            settle_failures: abi::define_metric(abi::COUNTER, "mlgate.rls_settle_failures"),
-        })
-    })
-}
-
-fn bump(id: Option<u32>, by: i64) {
-    if let Some(id) = id {
-        abi::increment_metric(id, by);
+/// Adds what a step counted to the `rls_*` stats.
+fn count(c: &Counts) {
+    if c.is_empty() {
+        return;
     }
-}
-
-fn settings(gw: &Gateway) -> Option<&RlsSettings> {
-    match &gw.settings.limits_store {
-        LimitsStore::Rls(r) => Some(r),
-        LimitsStore::SharedData => None,
-    }
-}
-
-/// Runs `f` on this store's breaker; counts openings and closings in the gauge.
-fn with_breaker<T>(cluster: &str, f: impl FnOnce(&mut Breaker) -> T) -> T {
-    BREAKERS.with(|b| {
-        let mut list = b.borrow_mut();
-        let i = match list.iter().position(|(c, _)| c == cluster) {
-            Some(i) => i,
-            None => {
-                list.push((cluster.to_string(), Breaker::default()));
-                list.len() - 1
-            }
-        };
-        let Some((_, br)) = list.get_mut(i) else { return f(&mut Breaker::default()) };
-        let was_open = br.is_open();
-        let out = f(br);
-        match (was_open, br.is_open()) {
-            (false, true) => bump(stats().breaker_open, 1),
-            (true, false) => bump(stats().breaker_open, -1),
-            _ => {}
+    let ids = STATS.with(|s| {
+        *s.borrow_mut()
+            .get_or_insert_with(|| flow::STATS.map(|(name, gauge)| abi::define_metric(if gauge { abi::GAUGE } else { abi::COUNTER }, name)))
+    });
+    for (id, by) in ids.iter().zip(c.values()) {
+        if let (Some(id), true) = (id, by != 0) {
+            abi::increment_metric(*id, by);
         }
-        out
-    })
+    }
+}
+
+fn breakers<T>(f: impl FnOnce(&mut Breakers) -> T) -> T {
+    BREAKERS.with(|b| f(&mut b.borrow_mut()))
 }
 
 /// Judges a request with the configured store. `None`: the limits are being asked remotely
@@ -141,55 +98,38 @@ pub(super) fn admit<'g, 'r>(
     conn: &mut dyn Connection,
     shared: &mut dyn Store,
 ) -> Option<Admission<'g, 'r>> {
-    let Some(settings) = settings(gw) else { return Some(mlgate_core::admit(gw, req, now_ms, conn, shared)) };
+    let Some(settings) = flow::settings(gw) else { return Some(mlgate_core::admit(gw, req, now_ms, conn, shared)) };
+    let mut c = Counts::default();
     // The second pass: the answer is in.
     let answer = WAITING.with(|w| w.borrow_mut().iter_mut().find(|(s, _)| *s == stream).and_then(|(_, a)| a.take()));
-    if let Some(answer) = answer {
-        let mut answered = Answered::new(settings, answer.as_deref().map_err(|_| ()), shared);
-        let a = admit_with(gw, req, now_ms, conn, &mut answered);
-        fell_back_local(stream, answered.fell_back_local);
-        return a;
-    }
-    let (decided, request, probe, skipped, local) = with_breaker(&settings.cluster, |breaker| {
-        let mut ask = Ask::new(settings, breaker, shared);
-        let decided = admit_with(gw, req, now_ms, conn, &mut ask);
-        (decided, ask.request.take(), ask.probe, ask.skipped, ask.fell_back_local)
-    });
-    if skipped {
-        bump(stats().skipped, 1);
-    }
-    fell_back_local(stream, local);
-    if decided.is_some() {
-        return decided;
-    }
-    let request = request.unwrap_or_default();
-    bump(stats().calls, 1);
-    let service = wire::grpc_service(&settings.cluster);
-    match abi::grpc_call(&service, mlgate_remote::SERVICE, mlgate_remote::METHOD, &request, settings.timeout_ms) {
-        Ok(token) => {
-            let breaker = (settings.breaker_failures, settings.breaker_open_ms);
-            PENDING.with(|p| p.borrow_mut().push((token, Pending::Check { stream, cluster: settings.cluster.clone(), probe, breaker })));
-            WAITING.with(|w| w.borrow_mut().push((stream, None)));
-            None
-        }
-        Err(_) => {
-            // The host would not even make the call (no such cluster, ...): a failure now.
-            failed(settings, now_ms, probe);
-            let mut answered = Answered::new(settings, Err(()), shared);
-            let a = admit_with(gw, req, now_ms, conn, &mut answered);
-            fell_back_local(stream, answered.fell_back_local);
-            a
-        }
-    }
-}
-
-/// Counts a decision made in shared data instead, and remembers the stream: tokens it
-/// reserved there are settled there too.
-fn fell_back_local(stream: u32, local: bool) {
+    let decided = match answer {
+        Some(answer) => flow::second(settings, answer.as_deref().map_err(|_| ()), Judge { gw, req, now_ms, conn, shared }, &mut c),
+        None => match breakers(|b| flow::first(settings, b, Judge { gw, req, now_ms, conn, shared: &mut *shared }, &mut c)) {
+            First::Decided { admission, local } => (admission, local),
+            First::Ask { request, probe } => {
+                let service = wire::grpc_service(&settings.cluster);
+                match abi::grpc_call(&service, mlgate_remote::SERVICE, mlgate_remote::METHOD, &request, settings.timeout_ms) {
+                    Ok(token) => {
+                        count(&c);
+                        PENDING.with(|p| p.borrow_mut().push((token, Pending::Check { stream, settings: settings.clone(), probe })));
+                        WAITING.with(|w| w.borrow_mut().push((stream, None)));
+                        return None;
+                    }
+                    Err(_) => {
+                        // The host would not even make the call (no such cluster, ...): a failure now.
+                        breakers(|b| b.record(settings, false, probe, now_ms, &mut c));
+                        flow::second(settings, Err(()), Judge { gw, req, now_ms, conn, shared }, &mut c)
+                    }
+                }
+            }
+        },
+    };
+    count(&c);
+    let (a, local) = decided;
     if local {
-        bump(stats().local, 1);
         LOCAL_CHARGES.with(|l| l.borrow_mut().push(stream));
     }
+    Some(a)
 }
 
 /// Whether the stream's tokens were reserved in shared data (forgetting it).
@@ -199,11 +139,6 @@ fn charged_locally(stream: u32) -> bool {
         let i = l.iter().position(|s| *s == stream);
         i.map(|i| l.swap_remove(i)).is_some()
     })
-}
-
-fn failed(settings: &RlsSettings, now_ms: u64, probe: bool) {
-    bump(stats().failures, 1);
-    with_breaker(&settings.cluster, |b| b.failure(now_ms, probe, settings.breaker_failures, settings.breaker_open_ms));
 }
 
 /// Whether a stream is paused for an answer (its body and trailers are held meanwhile).
@@ -231,19 +166,7 @@ pub(super) fn forget(stream: u32) {
 /// report is a call of its own (its answer only matters if it fails); events are the local
 /// path's.
 pub(super) fn record_bandwidth(gw: &Rc<Gateway>, sub: u32, bytes: u64, now_ms: u64, shared: &mut dyn Store) -> Events {
-    let Some(settings) = settings(gw) else { return mlgate_core::record_bandwidth(gw, sub, bytes, now_ms, shared) };
-    let Some(s) = gw.subscriptions.get(sub as usize) else { return Events::default() };
-    let Some(product) = gw.products.get(s.product as usize) else { return Events::default() };
-    let request = client::bandwidth_request(settings, &s.id, &product.id, bytes);
-    let p = Pending::Bandwidth { gw: gw.clone(), sub, bytes, cluster: settings.cluster.clone() };
-    if report(settings, &request, now_ms, p) {
-        return Events::default();
-    }
-    if settings.on_failure == OnFailure::Local {
-        bump(stats().local, 1);
-        return mlgate_core::record_bandwidth(gw, sub, bytes, now_ms, shared);
-    }
-    Events::default()
+    finish(gw, flow::bandwidth(gw, sub, bytes, now_ms, shared), now_ms, shared)
 }
 
 /// Settles a finished call's token reservation to its usage where it was made: the remote
@@ -251,40 +174,42 @@ pub(super) fn record_bandwidth(gw: &Rc<Gateway>, sub: u32, bytes: u64, now_ms: u
 /// store cannot be asked, the reservation stays charged.
 pub(super) fn settle_tokens(
     stream: u32,
-    gw: &Gateway,
+    gw: &Rc<Gateway>,
     m: &Metered,
     usage: Option<TokenUsage>,
     now_ms: u64,
     shared: &mut dyn Store,
 ) -> Events {
     let local = charged_locally(stream);
-    let Some(settings) = settings(gw).filter(|_| !local) else {
-        return mlgate_core::admit::tokens::settle(gw, m, usage, now_ms, shared);
-    };
-    let Some(request) = usage.and_then(|u| mlgate_remote::tokens::settle_request(settings, gw, m, u.total)) else {
-        return Events::default();
-    };
-    let p = Pending::Settle { cluster: settings.cluster.clone(), breaker: (settings.breaker_failures, settings.breaker_open_ms) };
-    if !report(settings, &request, now_ms, p) {
-        bump(stats().settle_failures, 1);
-    }
-    Events::default()
+    finish(gw, flow::settle(gw, local, m, usage, now_ms, shared), now_ms, shared)
 }
 
-/// Sends a report of a finished call (bandwidth, a settle) unless the breaker is open.
-/// `false`: it was not sent.
-fn report(settings: &RlsSettings, request: &[u8], now_ms: u64, pending: Pending) -> bool {
-    if with_breaker(&settings.cluster, |b| b.is_open()) {
-        return false;
-    }
-    let service = wire::grpc_service(&settings.cluster);
-    bump(stats().calls, 1);
-    if let Ok(token) = abi::grpc_call(&service, mlgate_remote::SERVICE, mlgate_remote::METHOD, request, settings.timeout_ms) {
-        PENDING.with(|m| m.borrow_mut().push((token, pending)));
-        return true;
-    }
-    failed(settings, now_ms, false);
-    false
+/// Sends a report of a finished call unless the breaker is open; one not sent counts as failed.
+fn finish(gw: &Rc<Gateway>, f: Finish, now_ms: u64, shared: &mut dyn Store) -> Events {
+    let (report, request) = match f {
+        Finish::Done(events) => return events,
+        Finish::Send(report, request) => (report, request),
+    };
+    let mut c = Counts::default();
+    let events = match flow::settings(gw) {
+        Some(settings) if !breakers(|b| b.is_open(&settings.cluster)) => {
+            let service = wire::grpc_service(&settings.cluster);
+            c.calls += 1;
+            match abi::grpc_call(&service, mlgate_remote::SERVICE, mlgate_remote::METHOD, &request, settings.timeout_ms) {
+                Ok(token) => {
+                    PENDING.with(|m| m.borrow_mut().push((token, Pending::Report { gw: gw.clone(), report })));
+                    Events::default()
+                }
+                Err(_) => {
+                    breakers(|b| b.record(settings, false, false, now_ms, &mut c));
+                    flow::report_failed(report, gw, now_ms, shared, &mut c)
+                }
+            }
+        }
+        _ => flow::report_failed(report, gw, now_ms, shared, &mut c),
+    };
+    count(&c);
+    events
 }
 
 /// A call's answer (`Ok`: the response message; `Err`: its gRPC status). Returns the stream
@@ -292,10 +217,11 @@ fn report(settings: &RlsSettings, request: &[u8], now_ms: u64, pending: Pending)
 pub(super) fn on_answer(token: u32, answer: Result<Vec<u8>, u32>, shared: &mut dyn Store) -> Option<u32> {
     let pending = take_pending(token)?;
     let now_ms = abi::now_ms();
-    let ok = client::usable(answer.as_deref().map_err(|_| ()));
-    match pending {
-        Pending::Check { stream, cluster, probe, breaker } => {
-            record(&cluster, ok, probe, breaker, now_ms);
+    let ok = flow::usable(answer.as_deref().map_err(|_| ()));
+    let mut c = Counts::default();
+    let stream = match pending {
+        Pending::Check { stream, settings, probe } => {
+            breakers(|b| b.record(&settings, ok, probe, now_ms, &mut c));
             WAITING.with(|w| {
                 let mut w = w.borrow_mut();
                 let (_, slot) = w.iter_mut().find(|(s, _)| *s == stream)?;
@@ -303,30 +229,16 @@ pub(super) fn on_answer(token: u32, answer: Result<Vec<u8>, u32>, shared: &mut d
                 Some(stream)
             })
         }
-        Pending::Bandwidth { gw, sub, bytes, cluster } => {
-            let breaker = settings(&gw).map_or((5, 1000), |s| (s.breaker_failures, s.breaker_open_ms));
-            record(&cluster, ok, false, breaker, now_ms);
-            if !ok && settings(&gw).is_some_and(|s| s.on_failure == OnFailure::Local) {
-                bump(stats().local, 1);
-                let _ = mlgate_core::record_bandwidth(&gw, sub, bytes, now_ms, shared);
+        Pending::Report { gw, report } => {
+            if let Some(settings) = flow::settings(&gw) {
+                breakers(|b| b.record(settings, ok, false, now_ms, &mut c));
             }
-            None
-        }
-        Pending::Settle { cluster, breaker } => {
-            record(&cluster, ok, false, breaker, now_ms);
             if !ok {
-                bump(stats().settle_failures, 1);
+                let _ = flow::report_failed(report, &gw, now_ms, shared, &mut c);
             }
             None
         }
-    }
-}
-
-fn record(cluster: &str, ok: bool, probe: bool, (threshold, open_ms): (u32, u64), now_ms: u64) {
-    if ok {
-        with_breaker(cluster, Breaker::success);
-        return;
-    }
-    bump(stats().failures, 1);
-    with_breaker(cluster, |b| b.failure(now_ms, probe, threshold, open_ms));
+    };
+    count(&c);
+    stream
 }

@@ -220,6 +220,13 @@ pub struct Product {
     pub rate_limit: Option<RateLimit>,
     pub quota: Option<Quota>,
     pub token_limit: Option<TokenLimit>,
+    /// `false`: an open product; calls without a key count as its anonymous subscription.
+    pub subscription_required: bool,
+    /// `false`: the stand-in product of subscriptions scoped to APIs (no id, no limits; not
+    /// shown in the portal, reports or metrics labels).
+    pub listed: bool,
+    /// An open product's anonymous subscription (index into `Gateway::subscriptions`).
+    pub anonymous: Option<u32>,
 }
 
 pub struct Subscription {
@@ -367,8 +374,10 @@ impl Gateway {
         };
         push("api", api.map(|a| a.id.as_str()));
         push("operation", s.op.and_then(|o| api?.operations.get(usize::from(o))).map(|o| o.id.as_str()));
-        push("product", s.product.and_then(|p| self.products.get(p as usize)).map(|p| p.id.as_str()));
-        push("subscription", s.sub.and_then(|u| self.subscriptions.get(u as usize)).map(|u| u.id.as_str()));
+        // The stand-in product of API-scoped subscriptions and an open product's anonymous
+        // subscription have no id: no label.
+        push("product", s.product.and_then(|p| self.products.get(p as usize)).map(|p| p.id.as_str()).filter(|id| !id.is_empty()));
+        push("subscription", s.sub.and_then(|u| self.subscriptions.get(u as usize)).map(|u| u.id.as_str()).filter(|id| !id.is_empty()));
         out
     }
 

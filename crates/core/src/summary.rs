@@ -37,7 +37,8 @@ impl Gateway {
         let mut limits = 0;
         for api in &self.apis {
             limits += usize::from(api.rate_limit.is_some()) + usize::from(api.token_limit.is_some());
-            limits += api.operations.iter().filter(|o| o.rate_limit.is_some()).count();
+            limits += usize::from(api.quota.is_some());
+            limits += api.operations.iter().map(|o| usize::from(o.rate_limit.is_some()) + usize::from(o.quota.is_some())).sum::<usize>();
         }
         for p in &self.products {
             limits += usize::from(p.rate_limit.is_some()) + usize::from(p.quota.is_some()) + usize::from(p.token_limit.is_some());
@@ -55,8 +56,8 @@ impl Gateway {
         Summary {
             apis: self.apis.len(),
             operations: self.apis.iter().map(|a| a.operations.len()).sum(),
-            products: self.products.len(),
-            subscriptions: self.subscriptions.len(),
+            products: self.products.iter().filter(|p| p.listed).count(),
+            subscriptions: self.subscriptions.iter().filter(|s| !s.id.is_empty()).count(),
             limits,
             shared_data_bytes_max: memory.store_bytes(),
             memory,

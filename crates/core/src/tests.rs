@@ -11,6 +11,7 @@ mod hostile_tests;
 mod limits_tests;
 mod memory_tests;
 mod quota_scope_tests;
+mod scope_tests;
 mod time_tests;
 mod token_limits_tests;
 mod tokens_tests;

@@ -186,7 +186,7 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
     }
     j.end_arr();
     j.key("products").arr();
-    for p in gw.products.iter().filter(|p| p.apis.iter().any(|&a| usize::from(a) == index)) {
+    for p in gw.products.iter().filter(|p| p.listed && p.apis.iter().any(|&a| usize::from(a) == index)) {
         j.obj().kv_str("id", &p.id).kv_str("name", &p.name).kv_str("description", &p.description);
         j.key("limits").arr();
         if let Some(rl) = &p.rate_limit {

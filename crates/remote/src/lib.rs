@@ -13,6 +13,9 @@
 //! - [`wire`]: the hand-written protobuf of `RateLimitRequest` / `RateLimitResponse`.
 //! - [`client`]: the filter's side: descriptors, the answer as a verdict, `on_failure`.
 //! - [`breaker`]: the circuit breaker.
+//! - [`flow`]: what a host does around a check: ask or decide, the answer, the reports after
+//!   the response, and what each counts (both Envoy hosts, over their own calls).
+//! - [`grpc`]: the check as a plain HTTP/2 request (the dynamic module has no gRPC call).
 //! - [`names`]: the descriptor vocabulary both sides use, and the gRPC method.
 //! - [`server`]: the service's side: descriptors to a `Plan`, the verdict to statuses.
 //! - [`tokens`]: token limits over the protocol: the reservation, the charge, the settle.
@@ -39,6 +42,8 @@
 
 pub mod breaker;
 pub mod client;
+pub mod flow;
+pub mod grpc;
 pub mod names;
 pub mod server;
 pub mod tokens;

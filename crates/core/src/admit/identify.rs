@@ -86,11 +86,18 @@ pub(super) fn identify<'g, 'r>(
             None => b"".into(),
         },
     };
-    if presented.is_empty() {
-        let scheme = if req.scheme == b"http" { "http" } else { "https" };
-        return Err(Early::Reply(reply::missing_key(scheme, &reply::host_chars(req.authority), api), Event::MissingKey));
-    }
-    let sub_index = gw.keys.find(&presented).ok_or_else(invalid_key)?;
+    let sub_index = if presented.is_empty() {
+        // Without a key: the first open product with this API admits it, as its anonymous
+        // subscription.
+        let open = gw.products.iter().filter(|p| p.apis.contains(&api_index)).find_map(|p| p.anonymous);
+        let Some(anonymous) = open else {
+            let scheme = if req.scheme == b"http" { "http" } else { "https" };
+            return Err(Early::Reply(reply::missing_key(scheme, &reply::host_chars(req.authority), api), Event::MissingKey));
+        };
+        anonymous
+    } else {
+        gw.keys.find(&presented).ok_or_else(invalid_key)?
+    };
     let sub = gw.subscriptions.get(sub_index as usize).ok_or_else(invalid_key)?;
     let product = gw.products.get(sub.product as usize).ok_or_else(invalid_key)?;
     if sub.state != SubscriptionState::Active || !product.apis.contains(&api_index) {

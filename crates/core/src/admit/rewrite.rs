@@ -59,7 +59,13 @@ impl Forward<'_, '_> {
             out.push((k, value));
         }
         out.push((id.credential.header.as_bytes(), id.credential.value.as_bytes()));
-        out.push((s.subscription_id_header.as_bytes(), id.sub.id.as_bytes()));
-        out.push((s.product_id_header.as_bytes(), id.product.id.as_bytes()));
+        // A keyless call of an open product has no subscription id, a subscription scoped to
+        // APIs no product: the backend gets no header rather than an empty one.
+        if !id.sub.id.is_empty() {
+            out.push((s.subscription_id_header.as_bytes(), id.sub.id.as_bytes()));
+        }
+        if !id.product.id.is_empty() {
+            out.push((s.product_id_header.as_bytes(), id.product.id.as_bytes()));
+        }
     }
 }

@@ -47,3 +47,24 @@ pub const MAX_ID_BYTES: usize = 1024;
 pub fn is_header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
+
+pub(super) fn nonempty(v: &str, field: &str) -> Result<(), ConfigError> {
+    if v.is_empty() {
+        Err(ConfigError::new(field, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Ids name shared-data keys, limit segments and upstream header values: non-empty, bounded,
+/// and free of control characters (which no header value may carry).
+pub(super) fn check_id(v: &str, field: &str) -> Result<(), ConfigError> {
+    nonempty(v, field)?;
+    if v.len() > MAX_ID_BYTES {
+        return Err(ConfigError::new(field, format!("longer than {MAX_ID_BYTES} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ConfigError::new(field, "contains control characters"));
+    }
+    Ok(())
+}

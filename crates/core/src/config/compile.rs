@@ -1,11 +1,10 @@
 //! Schema → model: names become indices, keys digests, limits their precomputed ids and
 //! periods. Each check names the JSON path of what it refuses.
 
-use super::common::{is_header_name, ConfigError, Environment, MAX_ID_BYTES};
+use super::common::{check_id, is_header_name, nonempty, ConfigError, Environment};
 use super::limits::{quota_of, rate_limit};
 use super::schema::{RawApi, RawConfig, RawOperations, RawPortal};
-use crate::keys::{Digest, KeyIndex};
-use crate::model::{Api, Credential, Gateway, Operation, Portal, Product, Protocols, Settings, Subscription};
+use crate::model::{Api, Credential, Gateway, Operation, Portal, Product, Protocols, Settings};
 use crate::route::{Route, Template};
 
 const MAX_APIS: usize = u16::MAX as usize;
@@ -64,58 +63,13 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
             rate_limit,
             quota,
             token_limit,
+            subscription_required: p.subscription_required,
+            listed: true,
+            anonymous: None,
         });
     }
 
-    let mut subscriptions = Vec::with_capacity(raw.subscriptions.len());
-    let mut keys = KeyIndex::with_capacity(raw.subscriptions.len() * 2);
-    let mut seen_ids = std::collections::HashSet::with_capacity(raw.subscriptions.len());
-    for (i, s) in raw.subscriptions.into_iter().enumerate() {
-        let field = |f: &str| format!("subscriptions[{i}].{f}");
-        check_id(&s.id, &field("id"))?;
-        if !seen_ids.insert(s.id.clone()) {
-            return Err(ConfigError::new(field("id"), format!("duplicate subscription id \"{}\"", s.id)));
-        }
-        let product = products
-            .iter()
-            .position(|p| p.id == s.product)
-            .and_then(|x| u32::try_from(x).ok())
-            .ok_or_else(|| ConfigError::new(field("product"), format!("no product with id \"{}\"", s.product)))?;
-        let start_ms = match &s.start {
-            None => 0,
-            Some(t) => crate::time::parse_rfc3339_ms(t)
-                .ok_or_else(|| ConfigError::new(field("start"), "not an RFC 3339 timestamp at or after 1970"))?,
-        };
-        let idx = u32::try_from(subscriptions.len()).map_err(|_| ConfigError::new("subscriptions", "too many subscriptions"))?;
-        let mut any_key = false;
-        for (slot, plain, hashed) in
-            [("primary_key", &s.primary_key, &s.primary_key_sha256), ("secondary_key", &s.secondary_key, &s.secondary_key_sha256)]
-        {
-            let digest = match (plain, hashed) {
-                (Some(_), Some(_)) => return Err(ConfigError::new(field(slot), format!("give {slot} or {slot}_sha256, not both"))),
-                (Some(k), None) => {
-                    if k.is_empty() {
-                        return Err(ConfigError::new(field(slot), "empty key"));
-                    }
-                    Some(Digest::of(k.as_bytes()))
-                }
-                (None, Some(h)) => {
-                    Some(Digest::from_hex(h).ok_or_else(|| ConfigError::new(field(&format!("{slot}_sha256")), "not 64 hex digits"))?)
-                }
-                (None, None) => None,
-            };
-            if let Some(d) = digest {
-                any_key = true;
-                if !keys.insert(d, idx) {
-                    return Err(ConfigError::new(field(slot), "duplicate subscription key (used by another subscription or slot)"));
-                }
-            }
-        }
-        if !any_key {
-            return Err(ConfigError::new(field("primary_key"), "a subscription needs a primary or secondary key"));
-        }
-        subscriptions.push(Subscription { record_key: format!("mlgate/s/{}", s.id), id: s.id, product, state: s.state, start_ms });
-    }
+    let (subscriptions, keys) = super::subscriptions::compile(raw.subscriptions, &apis, &mut products)?;
 
     if matches!(settings.limits_store, crate::model::LimitsStore::Rls(_)) {
         super::limits::remote_can_count(&apis, &products)?;
@@ -341,27 +295,6 @@ fn compile_portal(p: RawPortal, apis: &[Api]) -> Result<Portal, ConfigError> {
         return Err(ConfigError::new("portal.title", "1 to 256 bytes without control characters"));
     }
     Ok(Portal { path, title })
-}
-
-fn nonempty(v: &str, field: &str) -> Result<(), ConfigError> {
-    if v.is_empty() {
-        Err(ConfigError::new(field, "must not be empty"))
-    } else {
-        Ok(())
-    }
-}
-
-/// Ids name shared-data keys, limit segments and upstream header values: non-empty, bounded,
-/// and free of control characters (which no header value may carry).
-fn check_id(v: &str, field: &str) -> Result<(), ConfigError> {
-    nonempty(v, field)?;
-    if v.len() > MAX_ID_BYTES {
-        return Err(ConfigError::new(field, format!("longer than {MAX_ID_BYTES} bytes")));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(ConfigError::new(field, "contains control characters"));
-    }
-    Ok(())
 }
 
 /// `http(s)://host[:port][/base]` → (`host[:port]`, `/base` without trailing slash).

@@ -12,6 +12,7 @@ mod limits;
 pub mod limits_store;
 mod presets;
 mod schema;
+mod subscriptions;
 mod tokens;
 
 pub use common::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};

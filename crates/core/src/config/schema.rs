@@ -237,13 +237,24 @@ pub(super) struct RawProduct {
     pub(super) quota: Option<RawQuota>,
     #[serde(default)]
     pub(super) token_limit: Option<RawTokenLimit>,
+    /// `false`: APIM's open product (calls without a key are admitted).
+    #[serde(default = "yes")]
+    pub(super) subscription_required: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSubscription {
     pub(super) id: String,
-    pub(super) product: String,
+    #[serde(default)]
+    pub(super) product: Option<String>,
+    /// APIM's subscription scope: `/products/<id>`, `/apis/<id>` or `/apis`.
+    #[serde(default)]
+    pub(super) scope: Option<String>,
     #[serde(with = "StateDef")]
     pub(super) state: SubscriptionState,
     /// Accepted for APIM parity; nothing reads it, so the model keeps none.
