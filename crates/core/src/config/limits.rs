@@ -116,7 +116,8 @@ pub(super) fn condition(raw: Option<RawCondition>, field: &str) -> Result<Option
 /// What the remote store does not count, refused rather than counted approximately:
 /// `increment_condition` gives a call's admission back when its status does not count, and the
 /// rate limit service protocol has no way to take hits back; quotas on APIs and operations or
-/// by key have no descriptors in it (the remote store counts a product's quota per subscription).
+/// by key, and keyless calls of open products, have no descriptors in it (the remote store
+/// counts a product's quota per subscription).
 pub(super) fn remote_can_count(apis: &[Api], products: &[Product]) -> Result<(), ConfigError> {
     let rate = |rl: &Option<RateLimit>| rl.as_ref().is_some_and(|r| r.increment_condition.is_some());
     let conditional = products.iter().any(|p| rate(&p.rate_limit) || p.quota.as_ref().is_some_and(|q| q.increment_condition.is_some()))
@@ -131,6 +132,10 @@ pub(super) fn remote_can_count(apis: &[Api], products: &[Product]) -> Result<(),
         || products.iter().any(|p| p.quota.as_ref().is_some_and(|q| q.counter != Counter::Subscription));
     if scoped {
         return Err(ConfigError::new("limits_store", "quotas on APIs and operations, and quotas by key, are counted in shared data only"));
+    }
+    // A keyless call has no subscription id to name in a descriptor.
+    if products.iter().any(|p| !p.subscription_required) {
+        return Err(ConfigError::new("limits_store", "open products (subscription_required: false) are counted in shared data only"));
     }
     Ok(())
 }

@@ -118,6 +118,9 @@ fn an_open_product_admits_calls_without_a_key_counted_by_their_counter() {
     assert_eq!(identity_headers(&gw, PING, None), [("x-mlgate-product-id".to_string(), "free".to_string())]);
     let summary = gw.summary();
     assert_eq!((summary.products, summary.subscriptions), (3, 3));
+    let mut c = open_product();
+    c["limits_store"] = json!({"rls": {"cluster": "rls", "domain": "d"}});
+    assert_eq!(refusal(c).0, "limits_store");
 }
 
 #[test]
