@@ -266,8 +266,20 @@ pub fn subscription(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn
     let (per_sub, keyed): (Vec<_>, Vec<_>) = rates.into_iter().partition(|r| r.3.counter == Counter::Subscription);
     let mut entries: Vec<Entry<'_>> =
         per_sub.into_iter().map(|(scope, api, operation, rl)| Entry { scope, api, operation, spec: Spec::Rate(rl) }).collect();
-    if let Some(q) = &product.quota {
+    // Quotas counted per subscription: the product's, then its APIs' and operations'.
+    let per_sub_quota = |q: &&mlgate_core::model::Quota| q.counter == Counter::Subscription;
+    if let Some(q) = product.quota.as_ref().filter(per_sub_quota) {
         entries.push(Entry { scope: "product", api: None, operation: None, spec: Spec::Quota(q) });
+    }
+    for api in &apis {
+        if let Some(q) = api.quota.as_ref().filter(per_sub_quota) {
+            entries.push(Entry { scope: "api", api: Some(api), operation: None, spec: Spec::Quota(q) });
+        }
+        for op in &api.operations {
+            if let Some(q) = op.quota.as_ref().filter(per_sub_quota) {
+                entries.push(Entry { scope: "operation", api: Some(api), operation: Some(op.id.as_str()), spec: Spec::Quota(q) });
+            }
+        }
     }
     let specs: Vec<Spec<'_>> = entries.iter().map(|e| e.spec).collect();
     let token_limits: Vec<(&str, Option<&Api>, &TokenLimit)> = product
@@ -282,7 +294,12 @@ pub fn subscription(gw: &Gateway, req: &Request<'_>, now_ms: u64, host: &mut dyn
 
     let mut j = Json::new();
     j.obj().kv_str("id", &sub.id).kv_str("state", "active");
-    j.key("product").obj().kv_str("id", &product.id).kv_str("name", &product.name).end_obj();
+    // A subscription scoped to APIs has no product.
+    if product.listed {
+        j.key("product").obj().kv_str("id", &product.id).kv_str("name", &product.name).end_obj();
+    } else {
+        j.key("product").null();
+    }
     j.key("apis").arr();
     for api in &apis {
         j.obj().kv_str("id", &api.id).kv_str("name", &api.name).end_obj();

@@ -2,7 +2,7 @@
 //! write ("My subscription" in the developer portal). Read-only: one `get`, never a write,
 //! never a key created, so asking is free of side effects and counts nowhere.
 
-use super::record::{find_seg, rd64, QuotaSeg, Ring, KIND_QUOTA, KIND_RATE, KIND_TOKENS, QUOTA_ID, SUB_BASE, VERSION};
+use super::record::{find_seg, rd64, QuotaSeg, Ring, KIND_QUOTA, KIND_RATE, KIND_TOKENS, SUB_BASE, VERSION};
 use super::spec::{period_start, Spec};
 use super::store::{HostError, Store};
 
@@ -91,7 +91,7 @@ fn of(rec: &[u8], spec: &Spec<'_>, start_ms: u64, now: u64) -> Usage {
         }
         Spec::Quota(q) => {
             let cur = period_start(now, start_ms, q.period_ms);
-            let (calls, bytes, cur) = match find_seg(rec, SUB_BASE, KIND_QUOTA, QUOTA_ID) {
+            let (calls, bytes, cur) = match find_seg(rec, SUB_BASE, KIND_QUOTA, q.id.as_bytes()) {
                 Some(seg) => {
                     // The decision counts into the newer of the clock's period and the record's.
                     let cur = cur.max(rd64(rec, seg.payload));
