@@ -101,6 +101,12 @@ impl Usage {
         };
         ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut ProcessStore, &mut gauge);
         drop(ex);
-        self.timeline.record(call, crate::state::now_ms(), &mut ProcessStore);
+        self.timeline.record(call, wall_ms(), &mut ProcessStore);
     }
+}
+
+/// Milliseconds since the epoch: the report buckets are quarters of UTC (the stream's own clock
+/// is monotonic).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
