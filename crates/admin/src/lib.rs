@@ -91,18 +91,18 @@ fn reports(gw: &Gateway, kind: Report, req: &Request<'_>, now_ms: u64, host: &mu
         // The next page: the same request with `$skip` moved on.
         let mut next = |skip: usize| {
             // Absolute, as APIM's: the request's own scheme and authority (when it has them).
+            // (Bytes that are not UTF-8 are left out: only parameters this ignores can have them.)
+            let text = |b: &[u8]| std::str::from_utf8(b).unwrap_or_default().to_string();
             let mut url = match (req.scheme, req.authority) {
-                (b"http" | b"https", a) if !a.is_empty() => {
-                    format!("{}://{}", String::from_utf8_lossy(req.scheme), String::from_utf8_lossy(a))
-                }
+                (b"http" | b"https", a) if !a.is_empty() => format!("{}://{}", text(req.scheme), text(a)),
                 _ => String::new(),
             };
-            url.push_str(&String::from_utf8_lossy(path));
+            url.push_str(&text(path));
             let mut sep = '?';
             for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
                 if !pair.starts_with(b"$skip=") && !pair.starts_with(b"%24skip=") {
                     url.push(sep);
-                    url.push_str(&String::from_utf8_lossy(pair));
+                    url.push_str(&text(pair));
                     sep = '&';
                 }
             }

@@ -355,3 +355,38 @@ fn a_per_subscription_window_and_its_filter() {
     let plain = gateway(&admin_demo());
     assert_eq!(answer(&plain, Report::ByApi, &q, &mut h, t0(), &mut |_| String::new()), Err(Refused::NoSubscriptions));
 }
+
+#[test]
+fn orderby_is_a_stable_sort_of_many_records() {
+    let mut c = admin_demo();
+    c["metrics"] = json!({"per_subscription": true});
+    let subs: Vec<Value> = (0..70)
+        .map(|i| json!({"id": format!("s{i:02}"), "product": "unlimited", "state": "active", "primary_key": format!("k-{i}")}))
+        .collect();
+    c["subscriptions"] = json!(subs);
+    let gw = gateway(&c);
+    let mut h = Host::new();
+    let mut x: u64 = 12345;
+    let mut want = Vec::new();
+    for u in 0..70u32 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let n = (x >> 33) % 5;
+        h.metrics.insert((slot(&gw, 0, u), usage::calls(usage::Bucket::Success)), n);
+        want.push((format!("/subscriptions/s{u:02}"), n));
+    }
+    want.sort_by_key(|w| std::cmp::Reverse(w.1));
+    let v = report(&gw, Report::BySubscription, "$orderby=callCountTotal desc", &mut h, 0);
+    let got: Vec<_> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["subscriptionId"].as_str().unwrap().to_string(), r["callCountTotal"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, want);
+    let v = report(&gw, Report::BySubscription, "$orderby=callCountTotal,name desc&$skip=60&$top=20", &mut h, 0);
+    let mut want2 = want.clone();
+    want2.sort_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+    let got: Vec<_> = v["value"].as_array().unwrap().iter().map(|r| r["subscriptionId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(got, want2[60..].iter().map(|w| w.0.clone()).collect::<Vec<_>>());
+    assert!(v.get("nextLink").is_none());
+}

@@ -30,8 +30,15 @@ pub struct Invalid {
     pub message: String,
 }
 
-fn invalid(target: &'static str, message: impl Into<String>) -> Invalid {
-    Invalid { target, message: message.into() }
+fn invalid(target: &'static str, message: &str) -> Invalid {
+    Invalid { target, message: message.to_string() }
+}
+
+/// `<what>: '<value>'` (at most 64 characters of the client's value): one formatting site for
+/// every message that quotes the request, as each costs code in the .wasm.
+fn bad(target: &'static str, what: &str, value: &str) -> Invalid {
+    let value: String = value.chars().take(64).collect();
+    Invalid { target, message: format!("{what}: '{value}'") }
 }
 
 /// A sort key of `$orderby`.
@@ -94,7 +101,6 @@ pub struct Query {
     pub interval_ms: Option<u64>,
 }
 
-
 /// Parses a request's query string (after `?`). Parameters other than the five are ignored
 /// (`api-version` among them); one of the five given twice is an error.
 pub fn parse(query: &[u8]) -> Result<Query, Invalid> {
@@ -109,12 +115,12 @@ pub fn parse(query: &[u8]) -> Result<Query, Invalid> {
         let Some(i) = [&b"$filter"[..], b"$top", b"$skip", b"$orderby", b"interval"].iter().position(|n| *n == &name[..]) else { continue };
         let target = ["$filter", "$top", "$skip", "$orderby", "interval"].get(i).copied().unwrap_or("$filter");
         match seen.get_mut(i) {
-            Some(true) => return Err(invalid(target, format!("{target} is given more than once."))),
+            Some(true) => return Err(bad(target, "given more than once", target)),
             Some(s) => *s = true,
             None => continue,
         }
         let raw = query_decode(v);
-        let value = std::str::from_utf8(&raw).map_err(|_| invalid(target, format!("{target} is not UTF-8.")))?;
+        let value = std::str::from_utf8(&raw).map_err(|_| bad(target, "not UTF-8", target))?;
         match i {
             0 => filter(value, &mut q)?,
             1 => q.top = Some(number(value, target, 1)?),
@@ -130,13 +136,9 @@ fn number(v: &str, target: &'static str, min: usize) -> Result<usize, Invalid> {
     let n = (!v.is_empty() && v.len() <= 9 && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.parse::<usize>().ok()).flatten();
     match n {
         Some(n) if n >= min => Ok(n),
-        _ => Err(invalid(target, format!("{target} must be a whole number from {min} to 999999999, not '{}'.", clip(v)))),
+        _ if min == 0 => Err(bad(target, "$skip must be a whole number from 0 to 999999999", v)),
+        _ => Err(bad(target, "$top must be a whole number from 1 to 999999999", v)),
     }
-}
-
-/// At most 64 characters of a client's value, for a message.
-fn clip(v: &str) -> String {
-    v.chars().take(64).collect()
 }
 
 /// The words of a filter: runs of non-space, where a quoted string (`'…'`, `''` inside is a
@@ -181,7 +183,7 @@ fn literal(w: &str) -> Result<String, Invalid> {
     match quoted.strip_prefix('\'') {
         Some(rest) => match rest.strip_suffix('\'') {
             Some(inner) => Ok(inner.replace("''", "'")),
-            None => Err(invalid("$filter", format!("$filter has a malformed literal: {}", clip(w)))),
+            None => Err(bad("$filter", "$filter has a malformed literal", w)),
         },
         None => Ok(w.to_string()),
     }
@@ -192,14 +194,13 @@ fn literal(w: &str) -> Result<String, Invalid> {
 fn timestamp(v: &str) -> Result<u64, Invalid> {
     let has_zone = v.ends_with(['Z', 'z']) || v.get(19..).is_some_and(|t| t.contains(['+', '-']));
     let full = if has_zone { v.to_string() } else { format!("{v}Z") };
-    mlgate_core::time::parse_rfc3339_ms(&full).ok_or_else(|| {
-        invalid("$filter", format!("$filter: '{}' is not a timestamp (yyyy-MM-ddTHH:mm:ss, UTC unless an offset is given).", clip(v)))
-    })
+    mlgate_core::time::parse_rfc3339_ms(&full)
+        .ok_or_else(|| bad("$filter", "$filter: not a timestamp (yyyy-MM-ddTHH:mm:ss, UTC unless an offset is given)", v))
 }
 
 fn filter(s: &str, q: &mut Query) -> Result<(), Invalid> {
     if s.len() > MAX_FILTER {
-        return Err(invalid("$filter", format!("$filter is longer than {MAX_FILTER} characters.")));
+        return Err(invalid("$filter", "$filter is longer than 2048 characters."));
     }
     let w = words(s)?;
     if w.iter().any(|w| w.starts_with('(') || w.ends_with(')')) {
@@ -215,7 +216,7 @@ fn filter(s: &str, q: &mut Query) -> Result<(), Invalid> {
         };
         clauses += 1;
         if clauses > MAX_CLAUSES {
-            return Err(invalid("$filter", format!("$filter has more than {MAX_CLAUSES} clauses.")));
+            return Err(invalid("$filter", "$filter has more than 16 clauses."));
         }
         let v = literal(value)?;
         match (*field, *op) {
@@ -229,7 +230,7 @@ fn filter(s: &str, q: &mut Query) -> Result<(), Invalid> {
                     _ => to = to.min(t.saturating_sub(1)),
                 }
             }
-            ("timestamp", _) => return Err(invalid("$filter", format!("$filter: timestamp takes ge, gt, le or lt, not '{}'.", clip(op)))),
+            ("timestamp", _) => return Err(bad("$filter", "$filter: timestamp takes ge, gt, le or lt, not", op)),
             ("apiId" | "operationId" | "productId" | "subscriptionId", "eq") => {
                 let slot = match *field {
                     "apiId" => &mut q.api,
@@ -238,29 +239,25 @@ fn filter(s: &str, q: &mut Query) -> Result<(), Invalid> {
                     _ => &mut q.subscription,
                 };
                 if slot.replace(v).is_some() {
-                    return Err(invalid("$filter", format!("$filter names {field} twice.")));
+                    return Err(bad("$filter", "$filter names a field twice", field));
                 }
             }
             ("apiId" | "operationId" | "productId" | "subscriptionId", _) => {
-                return Err(invalid("$filter", format!("$filter: {field} takes eq, not '{}'.", clip(op))))
+                return Err(bad("$filter", "$filter: identifiers take eq, not", op))
             }
-            ("userId" | "apiRegion", _) => {
-                return Err(invalid("$filter", format!("$filter: mlgate has no {field} (no users, one region).")))
-            }
+            ("userId" | "apiRegion", _) => return Err(bad("$filter", "$filter: mlgate has no users and one region, so no", field)),
             _ => {
-                return Err(invalid(
+                return Err(bad(
                     "$filter",
-                    format!(
-                        "$filter: '{}' is not a field it filters on (timestamp, apiId, operationId, productId, subscriptionId).",
-                        clip(field)
-                    ),
+                    "$filter: not a field it filters on (timestamp, apiId, operationId, productId, subscriptionId)",
+                    field,
                 ))
             }
         }
         match tail {
             [] => break,
             ["and", more @ ..] => rest = more,
-            [other, ..] => return Err(invalid("$filter", format!("$filter joins clauses with 'and' only, not '{}'.", clip(other)))),
+            [other, ..] => return Err(bad("$filter", "$filter joins clauses with 'and' only, not", other)),
         }
     }
     if timed {
@@ -278,15 +275,15 @@ fn orderby(s: &str) -> Result<Vec<(Field, bool)>, Invalid> {
         };
         let name = if name == "displayName" { "name" } else { name };
         let Some(field) = FIELDS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f) else {
-            return Err(invalid("$orderby", format!("$orderby: '{}' is not a field of the report's records.", clip(name))));
+            return Err(bad("$orderby", "$orderby: not a field of the report's records", name));
         };
         let desc = match dir {
             None | Some("asc") => false,
             Some("desc") => true,
-            Some(d) => return Err(invalid("$orderby", format!("$orderby: '{}' is neither asc nor desc.", clip(d)))),
+            Some(d) => return Err(bad("$orderby", "$orderby: neither asc nor desc", d)),
         };
         if out.len() == MAX_ORDER {
-            return Err(invalid("$orderby", format!("$orderby takes at most {MAX_ORDER} fields.")));
+            return Err(invalid("$orderby", "$orderby takes at most 4 fields."));
         }
         out.push((field, desc));
     }
@@ -296,15 +293,7 @@ fn orderby(s: &str) -> Result<Vec<(Field, bool)>, Invalid> {
 /// An ISO 8601 duration of days, hours, minutes and seconds, in milliseconds: a non-zero
 /// multiple of 15 minutes.
 pub fn interval(s: &str) -> Result<u64, Invalid> {
-    let bad = || {
-        invalid(
-            "interval",
-            format!(
-                "interval must be an ISO 8601 duration that is a non-zero multiple of 15 minutes (PT15M, PT1H, P1D), not '{}'.",
-                clip(s)
-            ),
-        )
-    };
+    let bad = || bad("interval", "interval must be an ISO 8601 duration that is a non-zero multiple of 15 minutes (PT15M, PT1H, P1D)", s);
     let rest = s.strip_prefix('P').ok_or_else(bad)?;
     let (date, time) = match rest.split_once('T') {
         Some((d, t)) if !t.is_empty() => (d, t),
