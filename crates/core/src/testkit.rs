@@ -67,6 +67,18 @@ pub fn headers(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
 }
 
+/// The demo's RRS call by alice (`alice-1`), with an `x-client` header (for keyed limits).
+pub fn alice_rrs(client: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    headers(&[
+        (":method", "POST"),
+        (":path", "/azureml-demo/workspaces/w/services/s/execute?api-version=2.0&details=true"),
+        (":scheme", "http"),
+        (":authority", "gw"),
+        ("ocp-apim-subscription-key", "alice-1"),
+        ("x-client", client),
+    ])
+}
+
 /// The borrowed view a host hands to `admit`.
 pub fn view(h: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
     h.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect()

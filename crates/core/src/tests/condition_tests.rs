@@ -4,13 +4,12 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{demo, gateway, headers, view, Conn, MemStore};
+use super::support::{alice_rrs, demo, gateway, view, Conn, MemStore};
 use crate::admit::condition::{settle_status, Conditional};
 use crate::admit::{admit, Outcome, Request};
 use crate::model::Gateway;
 use serde_json::{json, Value};
 
-const RRS: &str = "/azureml-demo/workspaces/w/services/s/execute?api-version=2.0&details=true";
 const T0: u64 = 1_700_000_000_000;
 
 fn cfg(product: Value) -> Value {
@@ -25,14 +24,7 @@ fn cfg(product: Value) -> Value {
 
 /// One call: `Ok(held)` if forwarded (with what it holds), `Err(status)` if refused.
 fn call(gw: &Gateway, s: &mut MemStore, now: u64, client: &str) -> Result<Option<Conditional>, u16> {
-    let hs = headers(&[
-        (":method", "POST"),
-        (":path", RRS),
-        (":scheme", "http"),
-        (":authority", "gw"),
-        ("ocp-apim-subscription-key", "alice-1"),
-        ("x-client", client),
-    ]);
+    let hs = alice_rrs(client);
     let v = view(&hs);
     let req = Request::from_headers(&v);
     let mut conn = Conn { ip: Some(b"10.0.0.1".to_vec()), ..Conn::default() };

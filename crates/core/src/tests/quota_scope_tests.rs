@@ -4,11 +4,10 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{demo, gateway, headers, run_full, Conn, Env, Got, MemStore};
+use super::support::{alice_rrs, demo, gateway, run_full, Conn, Env, Got, MemStore};
 use crate::model::Gateway;
 use serde_json::{json, Value};
 
-const RRS: &str = "/azureml-demo/workspaces/w/services/s/execute?api-version=2.0&details=true";
 /// 2023-11-14T22:13:20Z.
 const T0: u64 = 1_700_000_000_000;
 
@@ -26,15 +25,7 @@ fn cfg(product: Value, api_quota: Option<Value>) -> Value {
 }
 
 fn call(gw: &Gateway, s: &mut MemStore, now: u64, client: &str) -> Got {
-    let hs = headers(&[
-        (":method", "POST"),
-        (":path", RRS),
-        (":scheme", "http"),
-        (":authority", "gw"),
-        ("ocp-apim-subscription-key", "alice-1"),
-        ("x-client", client),
-    ]);
-    run_full(gw, s, now, &hs, &mut Conn::default())
+    run_full(gw, s, now, &alice_rrs(client), &mut Conn::default())
 }
 
 fn retry_after(g: &Got) -> String {
