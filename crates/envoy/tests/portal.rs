@@ -312,7 +312,7 @@ fn the_catalog_lists_apis_products_limits_and_operations() {
     assert_eq!(
         api["products"][0]["limits"],
         json!([{"scope": "product", "kind": "rate-limit", "calls": 5, "renewalPeriod": 60, "counter": "subscription"},
-               {"scope": "product", "kind": "quota", "calls": 100, "bandwidthKb": null, "renewalPeriod": 604800}])
+               {"scope": "product", "kind": "quota", "calls": 100, "bandwidthKb": null, "renewalPeriod": 604800, "counter": "subscription"}])
     );
     let rrs = &api["operations"][0];
     assert_eq!(

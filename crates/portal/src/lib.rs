@@ -110,9 +110,10 @@ fn rate_limit_json(j: &mut Json, scope: &str, rl: &RateLimit) {
     j.kv_num("renewalPeriod", rl.period_ms / 1000).kv_str("counter", &counter_text(&rl.counter)).end_obj();
 }
 
-fn quota_json(j: &mut Json, q: &Quota) {
-    j.obj().kv_str("scope", "product").kv_str("kind", "quota").kv_opt_num("calls", q.calls);
-    j.kv_opt_num("bandwidthKb", q.bandwidth_bytes.map(|b| b / 1024)).kv_num("renewalPeriod", q.period_ms / 1000).end_obj();
+fn quota_json(j: &mut Json, scope: &str, q: &Quota) {
+    j.obj().kv_str("scope", scope).kv_str("kind", "quota").kv_opt_num("calls", q.calls);
+    j.kv_opt_num("bandwidthKb", q.bandwidth_bytes.map(|b| b / 1024)).kv_num("renewalPeriod", q.period_ms / 1000);
+    j.kv_str("counter", &counter_text(&q.counter)).end_obj();
 }
 
 /// A token limit (`llm-token-limit`) as configured and, for "My subscription", its use (`used`:
@@ -181,6 +182,9 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
     if let Some(rl) = &api.rate_limit {
         rate_limit_json(j, "api", rl);
     }
+    if let Some(q) = &api.quota {
+        quota_json(j, "api", q);
+    }
     if let Some(t) = &api.token_limit {
         token_limit_json(j, "api", None, t, None);
     }
@@ -193,7 +197,7 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
             rate_limit_json(j, "product", rl);
         }
         if let Some(q) = &p.quota {
-            quota_json(j, q);
+            quota_json(j, "product", q);
         }
         if let Some(t) = &p.token_limit {
             token_limit_json(j, "product", None, t, None);
@@ -209,6 +213,9 @@ fn api_json(j: &mut Json, gw: &Gateway, portal: &Portal, index: usize, api: &Api
         j.key("limits").arr();
         if let Some(rl) = &op.rate_limit {
             rate_limit_json(j, "operation", rl);
+        }
+        if let Some(q) = &op.quota {
+            quota_json(j, "operation", q);
         }
         j.end_arr().end_obj();
     }
