@@ -23,6 +23,8 @@ use std::ffi::c_void;
 
 /// The body callbacks (`abi/body.rs`).
 pub mod body;
+/// The callouts, resuming a request, and the configuration's own callouts (`abi/callout.rs`).
+pub mod callout;
 
 /// `envoy_dynamic_module_type_module_buffer` / `…_envoy_buffer`: `{const char* ptr; size_t length;}`.
 #[repr(C)]

@@ -46,6 +46,15 @@ unsafe fn reading(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void) 
     unsafe { with_stream(filter_envoy, filter_module, false, |_, st| st.reading_body.is_some()) }
 }
 
+/// Whether the request is held for the remote store's answer (its body and trailers with it).
+///
+/// # Safety
+/// As [`with_stream`].
+unsafe fn waiting(filter_envoy: abi::FilterEnvoy, filter_module: *const c_void) -> bool {
+    // SAFETY: the pointers this hook was given, passed on unchanged.
+    unsafe { with_stream(filter_envoy, filter_module, false, |_, st| st.waiting()) }
+}
+
 /// The bytes of one or two bodies in order, at most `limit` of them.
 fn read(f: &Filter, types: &[u32], limit: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -74,7 +83,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     filter_module: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    // SAFETY (all three): the pointers this hook was given, passed on unchanged.
+    // SAFETY (all four): the pointers this hook was given, passed on unchanged.
+    if unsafe { waiting(filter_envoy, filter_module) } {
+        // Held, unjudged, until the remote store answers (then counted).
+        return STOP_ITERATION_AND_BUFFER;
+    }
     if !unsafe { reading(filter_envoy, filter_module) } {
         return unsafe {
             with_stream(filter_envoy, filter_module, abi::CONTINUE, |f, st| {
@@ -118,7 +131,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     filter_envoy: abi::FilterEnvoy,
     filter_module: *const c_void,
 ) -> u32 {
-    // SAFETY (both): the pointers this hook was given, passed on unchanged.
+    // SAFETY (all three): the pointers this hook was given, passed on unchanged.
+    if unsafe { waiting(filter_envoy, filter_module) } {
+        return abi::STOP_ITERATION;
+    }
     if !unsafe { reading(filter_envoy, filter_module) } {
         return abi::CONTINUE;
     }

@@ -4,20 +4,6 @@ use super::abi;
 use std::ffi::c_void;
 
 #[no_mangle]
-#[allow(clippy::too_many_arguments)]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter_envoy: abi::FilterEnvoy,
-    _filter_module: *const c_void,
-    _callout_id: u64,
-    _result: u32,
-    _headers: *mut abi::Header,
-    _headers_size: usize,
-    _body_chunks: *mut abi::Buffer,
-    _body_chunks_size: usize,
-) {
-}
-
-#[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
     _filter_envoy: abi::FilterEnvoy,
     _filter_module: *const c_void,

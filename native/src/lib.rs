@@ -28,6 +28,10 @@
 //! | `request.rs` | the request judged: local endpoints, `admit`, the `Outcome` as header edits (and a new body) |
 //! | `body.rs` | bodies and trailers: a token-metered request held and judged with its body, body sizes, a metered response read for its usage |
 //! | `response.rs` | response headers, the end of the stream (usage, bandwidth, tokens settled) |
+//! | `rls.rs` | the remote limit store's check: an HTTP callout (gRPC), the request held for its answer |
+//! | `answer.rs` | the store's answer: the held request judged again, resumed or answered |
+//! | `pending.rs` | what a stream and a configuration keep for the remote store |
+//! | `reports.rs` | what finished calls report to the remote store, sent by the configuration on the main thread |
 //! | `metrics.rs` | the stats of events and usage slots, with in-process mirrors for the reports |
 //! | `state.rs` | what a configuration and a stream keep; the clocks and the panic guard |
 //! | `store.rs` | the process-wide limit table |
@@ -50,12 +54,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod abi;
+mod answer;
 mod body;
 mod idle;
 mod metrics;
+mod pending;
 mod program;
+mod reports;
 mod request;
 mod response;
+mod rls;
 mod state;
 pub mod store;
 

@@ -2,11 +2,13 @@
 //! `mlgate.panics`, and the usage metrics of every slot (tables shared with the Wasm host in
 //! `mlgate-envoy`), with the values the admin reports read mirrored in the process.
 
+use super::abi::callout::ConfigHook;
 use super::abi::{ConfigCtx, Filter, MetricKind};
 use crate::store::ProcessStore;
 use mlgate_core::usage::{Call, Kind};
 use mlgate_core::{Events, Gateway};
 use mlgate_envoy::stats::{EventStats, SlotTable};
+use mlgate_remote::flow::{self, Counts};
 use mlgate_usage::extremes::Extremes;
 use mlgate_usage::timeline::Timeline;
 use std::collections::HashMap;
@@ -18,18 +20,51 @@ pub(crate) struct Stats {
     events: EventStats<usize>,
     /// Native only: panics caught at the FFI boundary.
     pub(crate) panics: Option<usize>,
+    /// The remote store's `mlgate.rls_*` (`flow::STATS` order), defined only with one.
+    rls: [Option<usize>; 6],
 }
 
 impl Stats {
-    pub(crate) fn define(ctx: &ConfigCtx) -> Stats {
+    pub(crate) fn define(ctx: &ConfigCtx, remote: bool) -> Stats {
         Stats {
             events: EventStats::define(|name, gauge| ctx.define_metric(name, gauge)),
             panics: ctx.define_metric("mlgate.panics", false),
+            rls: flow::STATS.map(|(name, gauge)| if remote { ctx.define_metric(name, gauge) } else { None }),
         }
     }
 
     pub(crate) fn count(&self, f: &Filter, events: &Events) {
         self.events.count(events, |id, gauge, n| f.increment_metric(id, gauge, n));
+    }
+
+    /// Events counted on the main thread (a report's answer): counters only, there being no
+    /// filter to move a gauge through.
+    pub(crate) fn count_main(&self, hook: &ConfigHook, events: &Events) {
+        self.events.count(events, |id, gauge, n| {
+            if !gauge {
+                hook.increment_counter(id, n);
+            }
+        });
+    }
+
+    /// What the remote store's flow counted, through a stream's filter.
+    pub(crate) fn rls(&self, f: &Filter, c: &Counts) {
+        for ((id, v), (_, gauge)) in self.rls.iter().zip(c.values()).zip(flow::STATS) {
+            match (id, v.signum()) {
+                (Some(id), 1) => f.increment_metric(*id, gauge, v.unsigned_abs()),
+                (Some(id), -1) => f.decrement_gauge(*id, v.unsigned_abs()),
+                _ => {}
+            }
+        }
+    }
+
+    /// The same on the main thread (reports' answers): counters only (no breaker moves there).
+    pub(crate) fn rls_main(&self, hook: &ConfigHook, c: &Counts) {
+        for ((id, v), (_, gauge)) in self.rls.iter().zip(c.values()).zip(flow::STATS) {
+            if let (Some(id), 1.., false) = (id, v, gauge) {
+                hook.increment_counter(*id, v.unsigned_abs());
+            }
+        }
     }
 }
 

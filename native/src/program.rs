@@ -2,6 +2,7 @@
 //! [`Config`], and each stream's filter created and destroyed.
 
 use super::metrics::{Stats, Usage};
+use crate::pending::Reports;
 use crate::state::{guard, Config, Stream};
 use crate::{abi, store};
 use abi::ConfigCtx;
@@ -165,19 +166,22 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let started = std::time::Instant::now();
         match Gateway::from_json(json, &ProcessEnv) {
             Ok(gateway) => {
-                if let LimitsStore::Rls(_) = gateway.settings.limits_store {
-                    // Never count locally what the operator wants counted fleet-wide.
-                    abi::log(
-                        abi::LOG_ERROR,
-                        "invalid mlgate configuration: limits_store: the native form has no remote limit store yet \
-                         (use the Wasm form for limits_store.rls)",
-                    );
-                    return std::ptr::null();
-                }
                 // SAFETY: abi.h: `config_envoy` is the DynamicModuleHttpFilterConfig of this
                 // running config_new, where metrics may be defined; used only within it.
                 let ctx = unsafe { ConfigCtx::new(config_envoy) };
-                let stats = Stats::define(&ctx);
+                let remote = matches!(gateway.settings.limits_store, LimitsStore::Rls(_));
+                let stats = Stats::define(&ctx, remote);
+                // The reports finished calls send go through the configuration's scheduler.
+                // SAFETY: the config pointer of this running config_new.
+                let reports = if remote { unsafe { Reports::new(config_envoy) } } else { None };
+                if remote && reports.is_none() {
+                    // Never count locally what the operator wants counted fleet-wide.
+                    abi::log(
+                        abi::LOG_ERROR,
+                        "invalid mlgate configuration: limits_store: Envoy gave no scheduler for the remote store's reports",
+                    );
+                    return std::ptr::null();
+                }
                 let usage = Usage::define(&gateway, &ctx);
                 abi::log(
                     abi::LOG_INFO,
@@ -190,7 +194,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                         store::len()
                     ),
                 );
-                Arc::into_raw(Arc::new(Config { gateway, stats, usage })).cast::<c_void>()
+                Arc::into_raw(Arc::new(Config { gateway, stats, usage, reports })).cast::<c_void>()
             }
             Err(e) => {
                 // One line naming the field; never a value.

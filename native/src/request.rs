@@ -3,13 +3,15 @@
 
 use super::metrics::Usage;
 use crate::abi;
+use crate::rls;
 use crate::state::{guard, now_ms, now_ns, stream, Config, Stream};
 use crate::store::ProcessStore;
 use abi::Filter;
 use mlgate_core::local::LocalHost;
-use mlgate_core::{admit, export, Admission, Connection, Outcome, Reply, Request, Store};
+use mlgate_core::{export, Admission, Connection, Outcome, Reply, Request, Store};
 use mlgate_envoy::local;
 use mlgate_envoy::stream::{reply_parts, Forwarded};
+use mlgate_remote::flow::First;
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -69,6 +71,14 @@ enum Plan<'g> {
     Strip([Option<&'g str>; 2]),
     /// The operation carries tokens: hold the request and judge it again with its body.
     ReadBody,
+    /// Ask the remote limit store (`RateLimitRequest`), holding the request for the answer;
+    /// `body`: what it was judged with, to judge it again with.
+    Ask {
+        request: Vec<u8>,
+        probe: bool,
+        body: Option<Vec<u8>>,
+        start_ns: u64,
+    },
     Forward {
         /// The core's header edits, copied out of Envoy's buffers (lower-case name, new values).
         edits: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
@@ -91,6 +101,8 @@ pub(crate) enum At {
     Body { same: bool, complete: bool },
     /// The request trailers: the body is all buffered.
     Trailers,
+    /// The remote store's answer, to a request held for it: what body came is all buffered.
+    Resumed,
 }
 
 impl At {
@@ -98,7 +110,15 @@ impl At {
     pub(crate) fn stopped(self) -> u32 {
         match self {
             At::Body { .. } => abi::body::STOP_ITERATION_NO_BUFFER,
-            At::Headers | At::Trailers => abi::STOP_ITERATION,
+            At::Headers | At::Trailers | At::Resumed => abi::STOP_ITERATION,
+        }
+    }
+
+    /// What the hook returns to hold the request for the remote store's answer (the body kept).
+    pub(crate) fn waiting(self) -> u32 {
+        match self {
+            At::Body { .. } => abi::body::STOP_ITERATION_AND_BUFFER,
+            At::Headers | At::Trailers | At::Resumed => abi::STOP_ITERATION,
         }
     }
 }
@@ -176,8 +196,13 @@ fn on_request_headers(f: &mut Filter, st: &mut Stream, end_of_stream: bool) -> u
 /// The request judged again with its body (`body`: all of it, or its first
 /// `max_request_body_bytes + 1` bytes), and the outcome applied as the headers hook applies it.
 pub(crate) fn judge_with_body(f: &mut Filter, st: &mut Stream, body: &[u8], at: At) -> u32 {
+    resume(f, st, Some(body), at)
+}
+
+/// The request judged (again), with the body it has (if one was read), and the outcome applied.
+pub(crate) fn resume(f: &mut Filter, st: &mut Stream, body: Option<&[u8]>, at: At) -> u32 {
     let config = Arc::clone(&st.config);
-    let plan = decide(f, st, &config, Some(body));
+    let plan = decide(f, st, &config, body);
     apply(f, st, plan, at)
 }
 
@@ -198,9 +223,10 @@ fn decide<'g>(f: &Filter, st: &mut Stream, config: &'g Config, body: Option<&[u8
         }
     }
     // One clock reading: the decision's time and the start of the call's apiTime (for a
-    // request held while its body was read, the start is when its headers came).
+    // request held while its body was read or the remote store answered, the start is when
+    // its headers came).
     let (now_start, now) = (now_ns(), now_ms());
-    let start = st.reading_body.take().unwrap_or(now_start);
+    let start = st.reading_body.take().or(st.rls.as_ref().map(|w| w.start_ns)).unwrap_or(now_start);
     // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
     // any in the configuration this is the one check the request pays (and a request judged
     // with its body was no local endpoint's the first time).
@@ -223,7 +249,10 @@ fn judge<'g>(
     now: u64,
 ) -> Plan<'g> {
     let gw = &config.gateway;
-    let Admission { outcome, events } = admit(gw, req, now, &mut Downstream(f), &mut ProcessStore);
+    let Admission { outcome, events } = match rls::admit(f, st, gw, req, now, &mut Downstream(f)) {
+        First::Decided { admission, .. } => admission,
+        First::Ask { request, probe } => return Plan::Ask { request, probe, body: req.body.map(<[u8]>::to_vec), start_ns },
+    };
     config.stats.count(f, &events);
     st.acct.judged(events.usage, start_ns);
     match outcome {
@@ -284,6 +313,10 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>, at: At) -> u32 {
             }
             abi::CONTINUE
         }
+        Plan::Ask { request, probe, body, start_ns } => match rls::ask(f, st, &request, probe, body, start_ns, at.waiting()) {
+            Ok(held) => held,
+            Err(body) => resume(f, st, body.as_deref(), at),
+        },
         // Judged with a body and asked for one: never forwarded unjudged.
         Plan::ReadBody => {
             send_reply(f, st, &mlgate_core::reply::internal_error());
@@ -332,6 +365,6 @@ fn replace_body(f: &mut Filter, at: At, new: &[u8]) -> bool {
         // Continuing moves the received chunk after the buffered body: the buffered one
         // emptied, the received one replaced.
         At::Body { same, .. } => (same || drain(f, BUFFERED)) && drain(f, RECEIVED) && (new.is_empty() || f.append_body(RECEIVED, new)),
-        At::Trailers => drain(f, BUFFERED) && (new.is_empty() || f.append_body(BUFFERED, new)),
+        At::Trailers | At::Resumed => drain(f, BUFFERED) && (new.is_empty() || f.append_body(BUFFERED, new)),
     }
 }

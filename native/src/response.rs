@@ -1,15 +1,15 @@
 //! Response headers and the end of the stream: the limits' response headers, the response of
 //! a metered call set up for reading its token usage, and the finished call counted, its body
-//! bytes against a bandwidth quota and its tokens settled; a call's admissions held under an
+//! bytes against a bandwidth quota and its tokens settled (in the process table, or reported to
+//! the remote store: `reports.rs`); a call's admissions held under an
 //! `increment_condition` are settled by its status.
 
 use crate::abi;
+use crate::reports;
 use crate::state::{guard, now_ms, now_ns, stream};
 use crate::store::ProcessStore;
 use abi::Filter;
 use mlgate_core::admit::condition::settle_status;
-use mlgate_core::admit::tokens::settle;
-use mlgate_core::record_bandwidth;
 use std::ffi::c_void;
 use std::sync::Arc;
 
@@ -76,11 +76,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(fil
         }
         if let Some((metered, usage)) = ended.tokens {
             // The reservation settled to the usage the backend reported (kept whole without one).
-            let events = settle(&config.gateway, &metered, usage, now_ms(), &mut ProcessStore);
+            let events = reports::settle(&f, &config, st.charged_locally, &metered, usage);
             config.stats.count(&f, &events);
         }
         let Some((sub, bytes)) = ended.bandwidth else { return };
-        let events = record_bandwidth(&config.gateway, sub, bytes, now_ms(), &mut ProcessStore);
+        let events = reports::bandwidth(&f, &config, sub, bytes);
         config.stats.count(&f, &events);
     })
 }

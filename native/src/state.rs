@@ -2,6 +2,7 @@
 //! guard at the FFI boundary, and the stream behind Envoy's module pointer.
 
 use crate::metrics::{Stats, Usage};
+use crate::pending::{Reports, Wait};
 use mlgate_core::Gateway;
 use mlgate_envoy::stream::Accounting;
 use std::ffi::c_void;
@@ -14,6 +15,8 @@ pub(crate) struct Config {
     pub(crate) gateway: Gateway,
     pub(crate) stats: Stats,
     pub(crate) usage: Usage,
+    /// The reports finished calls send to a remote limit store (`limits_store.rls` only).
+    pub(crate) reports: Option<Reports>,
 }
 
 /// One HTTP stream.
@@ -28,11 +31,24 @@ pub(crate) struct Stream {
     pub(crate) reading_body: Option<u64>,
     /// The response is held until it ends (to add `tokens_consumed_header`).
     pub(crate) holding_response: bool,
+    /// The request asked the remote limit store (`limits_store.rls`) and is held for its answer.
+    pub(crate) rls: Option<Wait>,
+    /// The call was decided in the process table instead (`on_failure: local`): its tokens are
+    /// settled there too.
+    pub(crate) charged_locally: bool,
 }
 
 impl Stream {
     pub(crate) fn new(config: Arc<Config>) -> Stream {
-        Stream { config, acct: Accounting::default(), replied: false, reading_body: None, holding_response: false }
+        Stream {
+            config,
+            acct: Accounting::default(),
+            replied: false,
+            reading_body: None,
+            holding_response: false,
+            rls: None,
+            charged_locally: false,
+        }
     }
 }
 

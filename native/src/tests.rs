@@ -33,6 +33,8 @@ struct Fake {
     metric_names: Vec<(String, bool)>,
     metrics: HashMap<usize, u64>,
     logs: Vec<(u32, String)>,
+    /// Callouts, the scheduler and resumed requests (`tests/rls.rs`).
+    rls: rls::FakeRls,
 }
 
 thread_local! {
@@ -336,6 +338,7 @@ fn run_request(headers: &[(&'static str, String)], cfg: *const c_void) -> (*cons
 // ---- tests -------------------------------------------------------------------------------------
 
 mod bodies;
+mod rls;
 
 #[test]
 fn envoy_build_is_read_from_the_executable() {

@@ -19,6 +19,8 @@ from harness import Envoy, raw_request, Response
 
 import http.client
 
+pytestmark = pytest.mark.forms("wasm", "native")
+
 RRS = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
 MODES = ("deny", "allow", "local")
 TIMEOUT_MS = 500
@@ -52,11 +54,13 @@ def config(on_failure: str) -> dict:
 
 
 class FleetEnvoy(Envoy):
-    """The e2e Envoy with one more cluster: `rls`, HTTP/2 to mlgate-rls (through the relay)."""
+    """The e2e Envoy with one more cluster: `rls`, HTTP/2 to mlgate-rls (through the relay). It
+    runs the form of the test module (both forms: the Wasm host's gRPC call, the dynamic
+    module's HTTP callout)."""
 
     def __init__(self, plugin_config, upstream: int, rls_port: int, **kw):
         self.rls_port = rls_port
-        super().__init__(plugin_config, upstream, form="wasm", **kw)
+        super().__init__(plugin_config, upstream, **kw)
 
     def write_config(self, plugin_config):
         lst = {k: v for k, v in self.listener(plugin_config).items() if k != "@type"}
@@ -101,7 +105,7 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def fleet_(upstream_module):
+def fleet_(upstream_module, form):
     f = Fleet(upstream_module)
     yield f
     f.close()

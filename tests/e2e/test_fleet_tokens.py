@@ -16,6 +16,8 @@ from harness import raw_request
 from test_fleet import FleetEnvoy, simultaneous_multi, stat
 from test_tokens import chat_body, check_burst, sim_get, sim_reset, usage_of_sse
 
+pytestmark = pytest.mark.forms("wasm", "native")
+
 LIMIT = 3000
 # One subscription per test (counts never mix).
 SUBS = {"tok": ["race", "settle", "stream", "lost"], "quota": ["capped"]}
@@ -66,7 +68,7 @@ class TokenFleet:
 
 
 @pytest.fixture(scope="module")
-def tf(azureml_sim):
+def tf(azureml_sim, form):
     f = TokenFleet(azureml_sim.port)
     yield f
     f.close()

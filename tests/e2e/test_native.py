@@ -28,14 +28,16 @@ pytestmark = pytest.mark.forms("native")
 KEY = "alice-key"
 RRS = "/azureml-demo/workspaces/ws1/services/svc1/execute?api-version=2.0&details=true"
 
-# The hooks Envoy 1.40 refuses to start without (and the only ones the module exports).
+# The hooks Envoy 1.40 refuses to start without, and the two optional ones the module exports.
 HOOKS = {"envoy_dynamic_module_on_program_init"} | {
     f"envoy_dynamic_module_on_http_filter_{h}" for h in (
         "config_new", "config_destroy", "new", "destroy", "request_headers", "request_body", "request_trailers",
         "response_headers", "response_body", "response_trailers", "stream_complete", "http_callout_done",
         "http_stream_headers", "http_stream_data", "http_stream_trailers", "http_stream_complete",
         "http_stream_reset", "scheduled", "downstream_above_write_buffer_high_watermark",
-        "downstream_below_write_buffer_low_watermark")}
+        "downstream_below_write_buffer_low_watermark",
+        # Optional in 1.40: the configuration's own scheduler and callouts (the remote store's reports).
+        "config_scheduled", "config_http_callout_done")}
 # The callbacks native/src/abi.rs declares, and so the only Envoy symbols the module needs.
 CALLBACKS = {f"envoy_dynamic_module_callback_{c}" for c in (
     "log", "http_get_header", "http_get_headers_size", "http_get_headers", "http_set_header", "http_add_header",
@@ -45,7 +47,12 @@ CALLBACKS = {f"envoy_dynamic_module_callback_{c}" for c in (
     "http_filter_set_gauge", "http_filter_record_histogram_value",
     # Bodies of calls that carry tokens (issue 19): read, replaced, and the buffered ones.
     "http_get_body_chunks_size", "http_get_body_chunks", "http_drain_body", "http_append_body",
-    "http_received_buffered_request_body", "http_received_buffered_response_body")}
+    "http_received_buffered_request_body", "http_received_buffered_response_body",
+    # The remote limit store (issue 20): the check as a callout, the request resumed, the breaker
+    # gauge down; reports through the configuration's scheduler and callouts, its counters.
+    "http_filter_http_callout", "http_filter_continue_decoding", "http_filter_decrement_gauge",
+    "http_filter_config_http_callout", "http_filter_config_increment_counter", "http_filter_config_scheduler_new",
+    "http_filter_config_scheduler_commit", "http_filter_config_scheduler_delete")}
 
 
 def config(product: dict | None = None, api: dict | None = None, subs=("alice",), **top) -> dict:
@@ -172,17 +179,20 @@ def test_config_new_takes_the_string_value_and_the_filter_name(upstream):
         e.stop()
 
 
-def test_a_remote_limit_store_is_refused_not_counted_locally(upstream):
-    """The native form has no remote store (no gRPC call in the dynamic-module ABI, and no client
-    over its HTTP callouts yet): `limits_store.rls` is refused in one line, never quietly
-    counted in this process instead of across the fleet."""
+@pytest.mark.parametrize("on_failure,status", [("deny", 503), ("allow", 200)])
+def test_a_remote_store_check_envoy_cannot_make_fails_by_on_failure(upstream, on_failure, status):
+    """`limits_store.rls` in the native form: a check is an HTTP callout (gRPC over HTTP/2) to the
+    named cluster. One Envoy cannot even make (no such cluster) is a failed check, answered at
+    once by `on_failure`, never counted locally instead. Checks against a real mlgate-rls, the
+    breaker and the reports: test_fleet and test_fleet_tokens, both forms."""
     cfg = config({"rate_limit": {"calls": 5, "renewal_period": 60}},
-                 limits_store={"rls": {"cluster": "rls", "domain": "mlgate", "timeout_ms": 50, "on_failure": "deny"}})
-    e = NativeEnvoy(cfg, upstream.port, wait=False)
+                 limits_store={"rls": {"cluster": "no-such-cluster", "timeout_ms": 50, "on_failure": on_failure}})
+    e = NativeEnvoy(cfg, upstream.port)
     try:
-        assert e.wait_exit(60) != 0
-        lines = [l for l in e.log().splitlines() if "invalid mlgate configuration" in l]
-        assert len(lines) == 1 and "limits_store: the native form has no remote limit store" in lines[0], lines
+        r = call(e)
+        assert r.status == status, r
+        assert e.stat("wasmcustom.mlgate.rls_failures") == 1
+        assert e.stat("wasmcustom.mlgate.rls_calls") == 1
     finally:
         e.stop()
 
