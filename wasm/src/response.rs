@@ -12,7 +12,9 @@ use super::{profile, rls};
 use mlgate_core::admit::condition::{self, Conditional};
 use mlgate_core::model::Gateway;
 
-#[no_mangle]
+// Bench builds with `ablate-body` do not export it (Envoy then never enters the VM for a body).
+#[cfg_attr(not(feature = "ablate-body"), no_mangle)]
+#[cfg_attr(feature = "ablate-body", allow(dead_code))]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::RequestBody);
     if rls::waiting(id) {
@@ -75,7 +77,9 @@ pub extern "C" fn proxy_on_request_trailers(id: u32, _trailers: usize) -> u32 {
     }
 }
 
-#[no_mangle]
+// Bench builds with `ablate-body` do not export it (Envoy then never enters the VM for a body).
+#[cfg_attr(not(feature = "ablate-body"), no_mangle)]
+#[cfg_attr(feature = "ablate-body", allow(dead_code))]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end_of_stream: bool) -> u32 {
     let _p = profile::callback(profile::Cb::ResponseBody);
     with_stream(id, |st| {
@@ -104,7 +108,10 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_st
         let (now_ns, status) =
             if st.acct.upstream() { (abi::now_ns(), abi::header_value(abi::RESPONSE_HEADERS, ":status")) } else { (0, None) };
         for (k, v) in st.acct.response_started(now_ns, status.as_deref()) {
-            abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
+            // Bench builds with `ablate-response-headers` add none.
+            if !cfg!(feature = "ablate-response-headers") {
+                abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
+            }
         }
         if let (Some((held, status)), Some(gw)) = (st.acct.status_known(status.as_deref()), st.gateway.clone()) {
             settle_status(st, &gw, &held, status, now_ns);
