@@ -402,7 +402,8 @@ fn grouped(gw: &Gateway, kind: Report, q: &Query, host: &mut dyn LocalHost, now_
                 let mut head = String::new();
                 field_str(&mut head, "name", &p.name);
                 field_str(&mut head, "productId", &format!("/products/{}", p.id));
-                entities.push((head, p.name.clone(), names(&q.product, "/products/", &p.id)));
+                // The stand-in product of API-scoped subscriptions is no product: not listed.
+                entities.push((head, p.name.clone(), p.listed && names(&q.product, "/products/", &p.id)));
             }
         }
         _ => {
@@ -411,12 +412,14 @@ fn grouped(gw: &Gateway, kind: Report, q: &Query, host: &mut dyn LocalHost, now_
                 // The id, not the subscription's free-text name: operators write anything there.
                 field_str(&mut head, "name", &s.id);
                 let product = gw.products.get(s.product as usize);
-                if let Some(p) = product {
+                if let Some(p) = product.filter(|p| p.listed) {
                     field_str(&mut head, "productId", &format!("/products/{}", p.id));
                 }
                 field_str(&mut head, "subscriptionId", &format!("/subscriptions/{}", s.id));
-                let listed =
-                    names(&q.subscription, "/subscriptions/", &s.id) && product.is_some_and(|p| names(&q.product, "/products/", &p.id));
+                // An open product's keyless calls have no subscription: not listed here.
+                let listed = !s.id.is_empty()
+                    && names(&q.subscription, "/subscriptions/", &s.id)
+                    && product.is_some_and(|p| names(&q.product, "/products/", &p.id));
                 entities.push((head, s.id.clone(), listed));
             }
         }

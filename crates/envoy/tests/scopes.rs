@@ -1,5 +1,7 @@
-//! "My subscription" for issue 21's shapes: an API's quota counted per subscription, and a
-//! subscription scoped to an API, which has no product.
+//! Issue 21's shapes above the core: "My subscription" with an API's quota counted per
+//! subscription and a subscription scoped to an API (which has no product), and the reports,
+//! which list neither the stand-in product of API-scoped subscriptions nor an open product's
+//! anonymous subscription.
 
 // Test code: panics and indexing are fine here.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -10,6 +12,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use mlgate_core::admit::Request;
 use mlgate_core::testkit::{demo, gateway, headers, run_full, view, Conn, MemStore, StoreHost};
 use mlgate_envoy::local::serve;
+use mlgate_usage::report::{report, Report};
 use serde_json::{json, Value};
 
 const T0: u64 = 1_700_000_000_000;
@@ -62,4 +65,24 @@ fn an_api_quota_and_an_api_scoped_subscription() {
         .map(|l| (l["scope"].as_str().unwrap(), l["kind"].as_str().unwrap(), l["callsUsed"].as_u64().unwrap()))
         .collect();
     assert_eq!(kinds, [("api", "quota", 1)]);
+}
+
+#[test]
+fn reports_list_configured_products_and_subscriptions_only() {
+    let mut cfg = demo();
+    cfg["metrics"] = json!({"per_subscription": true});
+    cfg["products"].as_array_mut().unwrap().push(json!({"id": "free", "name": "Free", "apis": ["other"], "subscription_required": false}));
+    cfg["subscriptions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"id": "dana", "scope": "/apis/azureml-demo", "state": "active", "primary_key": "dana-1"}));
+    let gw = gateway(&cfg);
+    let by = |kind: Report, field: &str| -> Vec<Value> {
+        let v: Value = serde_json::from_str(&report(&gw, kind, &mut |_, _| 0).unwrap()).unwrap();
+        v["value"].as_array().unwrap().iter().map(|r| r[field].clone()).collect()
+    };
+    assert_eq!(by(Report::ByProduct, "productId"), [json!("/products/starter"), json!("/products/unlimited"), json!("/products/free")]);
+    assert_eq!(by(Report::BySubscription, "name"), [json!("alice"), json!("bob"), json!("carol"), json!("dana")]);
+    // Dana has no product.
+    assert_eq!(by(Report::BySubscription, "productId")[3], Value::Null);
 }
