@@ -259,3 +259,22 @@ bench: rls rls-deps
 # redis-server + mlgate-rls + two Envoys (:8080, :8082) with the demo configuration, one count.
 run-fleet: deps build rls rls-deps
 	$(PY) envoy/fleet.py
+
+# --- attribution outside the VM, by ablation (issue 20) ----------------------------------------
+# bench/ablation.py: mlgate.wasm once per bench-only feature `ablate-<action>` of mlgate-wasm
+# (built in target/variants/ablate, copied to target/wasm32-wasip1/release/ablation/), side by side
+# with the release build, the empty filter and no filter, plus a perf cpu-clock split. Never shipped.
+ABLATE_FEATURES := ablate-header-write ablate-export ablate-response-headers ablate-metrics ablate-cas ablate-body
+.PHONY: perf-deps bench-ablation lint-ablation
+
+perf-deps:
+	@command -v perf >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends linux-perf; }
+
+bench-ablation: rust-targets wasm-opt $(VENV)/.ok wrk perf-deps
+	cargo build --release --target wasm32-wasip1 $(EMPTY_FILTER)
+	$(PY) bench/ablation.py
+
+lint-ablation: rust-targets
+	@for f in $(ABLATE_FEATURES); do cargo clippy -q -p mlgate-wasm --target wasm32-wasip1 --lib --features $$f -- -D warnings || exit 1; done
+
+lint: lint-ablation
