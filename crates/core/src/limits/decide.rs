@@ -20,7 +20,7 @@ pub fn check(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>) -> Verdict {
 /// answers per limit).
 pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> Verdict {
     let mut grant = Grant::default();
-    let mut undo: Vec<keyed::Undo> = Vec::new();
+    let mut undo: Vec<keyed::Undo<'_>> = Vec::new();
     let mut needs: [Need<'_>; MAX_SPECS] = [(&[], None); MAX_SPECS];
     let mut sub_specs: [Option<Spec<'_>>; MAX_SPECS] = [None; MAX_SPECS];
     // The index in `plan.specs` of each subscription-record limit.
@@ -35,7 +35,7 @@ pub fn check_at(plan: &Plan<'_, '_>, ctx: &mut Ctx<'_>, per: &mut PerLimit) -> V
                     Ok(keyed::Commit::Admitted(u, status)) => {
                         if spec.conditional() {
                             if let Some(h) = grant.held.at.get_mut(i) {
-                                *h = Some(HeldAt { mark: u.time, slot: u.slot });
+                                *h = Some(HeldAt { mark: u.mark, slot: u.slot });
                             }
                         }
                         undo.push(u);

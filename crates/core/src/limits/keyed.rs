@@ -6,8 +6,8 @@
 //! (never used, or all its admissions expired). If every probe is busy it shares the first
 //! one: counts merge, which only ever admits fewer for a value, never more.
 
-use super::record::{self, prepare, rd64, wr64, Need, QuotaSeg, Ring, KEYED_BASE, KIND_QUOTA, KIND_RATE};
-use super::spec::{count, decide, period_start, Ctx, Grant, Spec};
+use super::record::{self, prepare, rd64, wr64, Need, QuotaSeg, Ring, KEYED_BASE};
+use super::spec::{self, count, decide, period_start, Ctx, Grant, Spec};
 use super::store::{cas_update, load, HostError, Step};
 use crate::reply::Reply;
 
@@ -30,21 +30,20 @@ fn record_key(id: &str, slot: u32) -> String {
     format!("mlgate/c/{id}/{slot}")
 }
 
-/// How to take back an admission in a keyed record if a later limit denies.
-pub(super) struct Undo {
+/// How to take back an admission in a keyed record: if a later limit denies, or (held under an
+/// `increment_condition`) when its status does not count.
+pub(super) struct Undo<'g> {
     key: String,
+    spec: Spec<'g>,
     /// The table slot counted in.
     pub(super) slot: u32,
-    /// A rate limit: the admission time our commit wrote into the ring. A quota: the period.
-    pub(super) time: u64,
-    /// What that ring slot held before (a rate limit).
-    prev: u64,
-    quota: bool,
+    /// What [`count`] returned: the admission time written into the ring, or the quota period.
+    pub(super) mark: u64,
 }
 
-pub(super) enum Commit {
+pub(super) enum Commit<'g> {
     /// Counted; how to undo it, and this limit's status after counting.
-    Admitted(Undo, Option<super::spec::RateLimitStatus>),
+    Admitted(Undo<'g>, Option<super::spec::RateLimitStatus>),
     Denied(Reply),
 }
 
@@ -70,7 +69,7 @@ fn idle(rec: &[u8], p: usize, spec: &Spec<'_>, now: u64) -> bool {
 }
 
 /// Decides and counts one call of `value` against the keyed limit `spec`.
-pub(super) fn commit(spec: &Spec<'_>, value: &[u8], ctx: &mut Ctx<'_>, grant: &mut Grant) -> Result<Commit, HostError> {
+pub(super) fn commit<'g>(spec: &Spec<'g>, value: &[u8], ctx: &mut Ctx<'_>, grant: &mut Grant) -> Result<Commit<'g>, HostError> {
     let id = spec.id();
     let owner = owner_of(id, value);
     let slots_n = ctx.counter_slots.max(1);
@@ -119,16 +118,12 @@ pub(super) fn commit(spec: &Spec<'_>, value: &[u8], ctx: &mut Ctx<'_>, grant: &m
             return Step::Keep(Err(r));
         }
         local = Grant::default();
-        let prev = match spec {
-            Spec::Rate(_) => rd64(rec, p + 8 + 8 * Ring::head(rec, p)),
-            Spec::Quota(_) => 0,
-        };
         let mark = count(rec, p, spec, now, 0, &mut local);
-        Step::Write(Ok((mark, prev, claimed_meanwhile)))
+        Step::Write(Ok((mark, claimed_meanwhile)))
     })?;
     match outcome {
         Err(r) => Ok(Commit::Denied(r)),
-        Ok((time, prev, claimed_meanwhile)) => {
+        Ok((mark, claimed_meanwhile)) => {
             if claimed_meanwhile {
                 grant.shared_counter_slots += 1;
             }
@@ -137,66 +132,29 @@ pub(super) fn commit(spec: &Spec<'_>, value: &[u8], ctx: &mut Ctx<'_>, grant: &m
             }
             grant.headers.append(&mut local.headers);
             grant.count_bandwidth |= local.count_bandwidth;
-            let quota = matches!(spec, Spec::Quota(_));
-            Ok(Commit::Admitted(Undo { key, slot, time, prev, quota }, local.rate_limit))
+            Ok(Commit::Admitted(Undo { key, spec: *spec, slot, mark }, local.rate_limit))
         }
     }
 }
 
 /// Takes back keyed admissions after a later denial. Best effort: a failure leaves the
 /// admission counted, which errs on the side of admitting fewer.
-pub(super) fn rollback(undo: &[Undo], ctx: &mut Ctx<'_>) {
-    let empty = record::empty(KEYED_BASE);
+pub(super) fn rollback(undo: &[Undo<'_>], ctx: &mut Ctx<'_>) {
     for u in undo.iter().rev() {
-        let _ = cas_update(ctx.store, &u.key, &empty, ctx.max_retries, |rec| {
-            record::repair(rec, KEYED_BASE);
-            let Some(seg) = record::next_seg(rec, KEYED_BASE) else { return Step::Keep(()) };
-            if u.quota {
-                return if take_back_quota(rec, seg.payload, u.time) { Step::Write(()) } else { Step::Keep(()) };
-            }
-            // The newest ring entry equal to our admission time gets its previous value back.
-            let p = seg.payload;
-            let n = Ring::n(rec, p);
-            let Some(i) = (0..n).rev().find(|&i| Ring::at(rec, p, i) == u.time) else { return Step::Keep(()) };
-            let idx = (Ring::head(rec, p) + i) % n.max(1);
-            if i + 1 == n {
-                // Our admission is still the newest: step the ring back.
-                wr64(rec, p + 8 + 8 * idx, u.prev);
-                record::wr32(rec, p + 4, u32::try_from(idx).unwrap_or(0));
-            } else {
-                let v = u.prev.min(Ring::at(rec, p, 0));
-                wr64(rec, p + 8 + 8 * idx, v);
-            }
-            Step::Write(())
-        });
+        let _ = take_back(&u.key, &u.spec, u.mark, ctx);
     }
-}
-
-/// Takes one call back from a quota segment at `p`, if it is still in `period`.
-pub(super) fn take_back_quota(rec: &mut [u8], p: usize, period: u64) -> bool {
-    let calls = QuotaSeg::counts(rec, p, period).0;
-    if rd64(rec, p) != period || calls == 0 {
-        return false;
-    }
-    wr64(rec, p + 8, calls - 1);
-    true
 }
 
 /// Gives back an admission a call held in slot `slot` of `spec`'s table (its status did not
-/// count): the ring entry written at `mark` is taken out, or the quota call of period `mark`.
+/// count).
 pub(super) fn give_back(spec: &Spec<'_>, slot: u32, mark: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
-    let key = record_key(spec.id(), slot);
-    cas_update(ctx.store, &key, &record::empty(KEYED_BASE), ctx.max_retries, |rec| {
+    take_back(&record_key(spec.id(), slot), spec, mark, ctx)
+}
+
+fn take_back(key: &str, spec: &Spec<'_>, mark: u64, ctx: &mut Ctx<'_>) -> Result<(), HostError> {
+    cas_update(ctx.store, key, &record::empty(KEYED_BASE), ctx.max_retries, |rec| {
         record::repair(rec, KEYED_BASE);
-        let done = match spec {
-            Spec::Rate(rl) => {
-                record::find_seg(rec, KEYED_BASE, KIND_RATE, rl.id.as_bytes()).is_some_and(|s| Ring::remove(rec, s.payload, mark))
-            }
-            Spec::Quota(q) => {
-                record::find_seg(rec, KEYED_BASE, KIND_QUOTA, q.id.as_bytes()).is_some_and(|s| take_back_quota(rec, s.payload, mark))
-            }
-        };
-        if done {
+        if spec::take_back(rec, KEYED_BASE, spec, mark) {
             Step::Write(())
         } else {
             Step::Keep(())

@@ -271,6 +271,15 @@ impl Ring {
 pub(super) struct QuotaSeg;
 
 impl QuotaSeg {
+    /// Takes one call back, if the segment is still in `period` and counted one there.
+    pub(super) fn take_back(rec: &mut [u8], p: usize, period: u64) -> bool {
+        let calls = QuotaSeg::counts(rec, p, period).0;
+        if rd64(rec, p) != period || calls == 0 {
+            return false;
+        }
+        wr64(rec, p + 8, calls - 1);
+        true
+    }
     /// (calls, bytes) counted in the period `cur`, or in a newer one the record already
     /// moved to: a request whose clock reading is older counts into the newer period, so
     /// a record's period never goes back.

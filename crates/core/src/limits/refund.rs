@@ -4,8 +4,8 @@
 //! calls that count; the price is that calls still in flight hold their places briefly.
 
 use super::keyed;
-use super::record::{self, Ring, KIND_QUOTA, KIND_RATE, SUB_BASE};
-use super::spec::{Ctx, Held, Spec, MAX_SPECS};
+use super::record::{self, SUB_BASE};
+use super::spec::{self, Ctx, Held, Spec, MAX_SPECS};
 use super::store::{cas_update, HostError, Step};
 use crate::model::Counter;
 
@@ -42,14 +42,7 @@ pub fn give_back(
             if spec.counts(status) || *spec.counter() != Counter::Subscription {
                 continue;
             }
-            changed |= match spec {
-                Spec::Rate(rl) => {
-                    record::find_seg(rec, SUB_BASE, KIND_RATE, rl.id.as_bytes()).is_some_and(|s| Ring::remove(rec, s.payload, at.mark))
-                }
-                // Only in the period it was counted in: a renewed quota starts from zero anyway.
-                Spec::Quota(q) => record::find_seg(rec, SUB_BASE, KIND_QUOTA, q.id.as_bytes())
-                    .is_some_and(|s| keyed::take_back_quota(rec, s.payload, at.mark)),
-            };
+            changed |= spec::take_back(rec, SUB_BASE, spec, at.mark);
         }
         if changed {
             Step::Write(())

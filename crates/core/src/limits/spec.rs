@@ -3,7 +3,7 @@
 //! [`count`]). The pure parts the subscription record ([`super::decide`]) and the counter tables
 //! ([`super::keyed`]) both use.
 
-use super::record::{rd64, QuotaSeg, Ring};
+use super::record::{find_seg, rd64, QuotaSeg, Ring, KIND_QUOTA, KIND_RATE};
 use super::store::Store;
 use crate::model::{Api, Operation, Product, Quota, RateLimit, StatusSet, TokenLimit};
 use crate::reply::{self, Reply};
@@ -233,6 +233,16 @@ pub fn count(rec: &mut [u8], p: usize, spec: &Spec<'_>, now: u64, start_ms: u64,
             grant.count_bandwidth |= q.bandwidth_bytes.is_some();
             cur
         }
+    }
+}
+
+/// Undoes one [`count`] of `spec` in a record with `base` header bytes: the ring entry written
+/// at `mark` is taken out, or the quota call counted in period `mark`. `false` when there is
+/// nothing to take back (the entry already left the window, the period renewed).
+pub fn take_back(rec: &mut [u8], base: usize, spec: &Spec<'_>, mark: u64) -> bool {
+    match spec {
+        Spec::Rate(rl) => find_seg(rec, base, KIND_RATE, rl.id.as_bytes()).is_some_and(|s| Ring::remove(rec, s.payload, mark)),
+        Spec::Quota(q) => find_seg(rec, base, KIND_QUOTA, q.id.as_bytes()).is_some_and(|s| QuotaSeg::take_back(rec, s.payload, mark)),
     }
 }
 
