@@ -24,8 +24,7 @@ impl Conditional {
             return None;
         }
         let id = &fwd.identity;
-        let op = id.api.operations.iter().position(|o| std::ptr::eq(o, id.op))?;
-        Some(Conditional { sub: id.sub_index, api: id.api_index, op: u16::try_from(op).ok()?, held: fwd.grant.held })
+        Some(Conditional { sub: id.sub_index, api: id.api_index, op: id.op_index, held: fwd.grant.held })
     }
 }
 

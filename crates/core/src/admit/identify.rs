@@ -15,6 +15,7 @@ pub struct Identity<'g, 'r> {
     pub api: &'g Api,
     pub api_index: u16,
     pub op: &'g Operation,
+    pub op_index: u16,
     pub sub_index: u32,
     pub sub: &'g Subscription,
     pub product: &'g Product,
@@ -110,7 +111,7 @@ pub(super) fn identify<'g, 'r>(
     let Some(cred) = Gateway::credential(api, find("workspace"), find("service")) else {
         return Err(Early::Reply(reply::no_backend_credential(), Event::NotFound));
     };
-    Ok(Identity { api, api_index, op, sub_index, sub, product, params: m.params, credential: cred, rest, query })
+    Ok(Identity { api, api_index, op, op_index: m.op, sub_index, sub, product, params: m.params, credential: cred, rest, query })
 }
 
 /// The API whose URL suffix is the longest prefix of `path` on a segment boundary.
