@@ -114,7 +114,9 @@ impl Usage {
 
     /// Counts one finished call: up to eight updates, and the extremes (no store access
     /// unless the call is outside what has been seen).
-    pub(crate) fn record(&self, f: &Filter, gw: &Gateway, call: &Call) {
+    /// `wall_ms`: the wall clock the call ended at (its report bucket is a quarter of UTC; the
+    /// stream's own clock is monotonic).
+    pub(crate) fn record(&self, f: &Filter, gw: &Gateway, call: &Call, wall_ms: u64) {
         self.metrics.record(
             call,
             |m, n| {
@@ -136,12 +138,6 @@ impl Usage {
         };
         ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut ProcessStore, &mut gauge);
         drop(ex);
-        self.timeline.record(call, wall_ms(), &mut ProcessStore);
+        self.timeline.record(call, wall_ms, &mut ProcessStore);
     }
-}
-
-/// Milliseconds since the epoch: the report buckets are quarters of UTC (the stream's own clock
-/// is monotonic).
-fn wall_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -67,7 +67,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(fil
         let now = if st.acct.measure.is_some() { now_ns() } else { 0 };
         let ended = st.acct.end(now);
         if let Some(call) = ended.call {
-            config.usage.record(&f, &config.gateway, &call);
+            config.usage.record(&f, &config.gateway, &call, now_ms());
         }
         if let Some(held) = ended.conditional {
             // Ended without a response: no status counts it.

@@ -53,7 +53,8 @@ impl Usage {
 
     /// Counts one finished call: up to eight increments, and the extremes (no host call
     /// unless the call is outside what this worker has seen).
-    pub(crate) fn record(&self, gw: &Gateway, call: &Call) {
+    /// `now_ms`: the wall clock the call ended at (its report bucket's quarter).
+    pub(crate) fn record(&self, gw: &Gateway, call: &Call, now_ms: u64) {
         // Bench builds with `ablate-metrics` update no metric here.
         if !cfg!(feature = "ablate-metrics") {
             self.ids.record(
@@ -70,6 +71,6 @@ impl Usage {
             };
             ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut SharedData, &mut gauge);
         }
-        self.timeline.record(call, abi::now_ms(), &mut SharedData);
+        self.timeline.record(call, now_ms, &mut SharedData);
     }
 }

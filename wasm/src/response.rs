@@ -135,11 +135,12 @@ pub extern "C" fn proxy_on_log(id: u32) {
     let _p = profile::callback(profile::Cb::Log);
     with_stream(id, |st| {
         let Some(gw) = st.gateway.clone() else { return };
-        // One clock reading for the end of the call and its bandwidth.
+        // One clock reading (the host's wall clock) for the end of the call, its report bucket,
+        // its settlements and its bandwidth.
         let now_ns = abi::now_ns();
         let ended = st.acct.end(now_ns);
         if let (Some(call), Some(u)) = (ended.call, st.usage.as_ref()) {
-            u.record(&gw, &call);
+            u.record(&gw, &call, now_ns / 1_000_000);
         }
         if let Some(held) = ended.conditional {
             // Ended without a response: no status counts it.
