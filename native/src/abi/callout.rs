@@ -76,8 +76,31 @@ extern "C" {
     pub fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: SchedulerPtr);
 }
 
-fn headers(pairs: &[(&'static str, String)]) -> Vec<Header> {
-    pairs.iter().map(|(k, v)| Header::of(k.as_bytes(), v.as_bytes())).collect()
+/// The filter's and the configuration's callout functions: the same arguments after the pointer.
+type CalloutFn<P> = unsafe extern "C" fn(P, *mut u64, Buffer, *mut Header, usize, Buffer, u64) -> u32;
+
+/// Starts a callout through `f` for `ptr`; `Err` is Envoy's reason it was not made.
+///
+/// # Safety
+/// `ptr` is live for `f` during the call. The id is written into a live local; the cluster,
+/// the header array and the body are read during the call (Envoy copies them into the request).
+unsafe fn callout<P>(
+    f: CalloutFn<P>,
+    ptr: P,
+    cluster: &str,
+    hs: &[(&'static str, String)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u64, u32> {
+    let mut hs: Vec<Header> = hs.iter().map(|(k, v)| Header::of(k.as_bytes(), v.as_bytes())).collect();
+    let mut id = 0u64;
+    // SAFETY: per this function's contract.
+    let r = unsafe { f(ptr, &mut id, Buffer::of(cluster.as_bytes()), hs.as_mut_ptr(), hs.len(), Buffer::of(body), timeout_ms) };
+    if r == CALLOUT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(r)
+    }
 }
 
 impl Filter {
@@ -85,26 +108,8 @@ impl Filter {
     /// `envoy_dynamic_module_on_http_filter_http_callout_done` with the id. `Err`: Envoy's
     /// reason it was not made.
     pub fn http_callout(&mut self, cluster: &str, hs: &[(&'static str, String)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
-        let mut hs = headers(hs);
-        let mut id = 0u64;
-        // SAFETY: live filter; `id` is a live local Envoy writes the id into; the cluster,
-        // header array and body are read during the call (Envoy copies them into the request).
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_http_callout(
-                self.ptr,
-                &mut id,
-                Buffer::of(cluster.as_bytes()),
-                hs.as_mut_ptr(),
-                hs.len(),
-                Buffer::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CALLOUT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        // SAFETY: live filter; Envoy copies the rest into the request during the call.
+        unsafe { callout(envoy_dynamic_module_callback_http_filter_http_callout, self.ptr, cluster, hs, body, timeout_ms) }
     }
 
     /// Resumes a request a hook stopped (Envoy ignores it for one that is not stopped).
@@ -137,26 +142,8 @@ impl ConfigHook {
     /// Starts a callout of the configuration (it lives as long as the configuration, not a
     /// stream); its answer comes to `envoy_dynamic_module_on_http_filter_config_http_callout_done`.
     pub fn http_callout(&self, cluster: &str, hs: &[(&'static str, String)], body: &[u8], timeout_ms: u64) -> Result<u64, u32> {
-        let mut hs = headers(hs);
-        let mut id = 0u64;
-        // SAFETY: the live config of the running hook (main thread, where its callouts are
-        // made); `id` is a live local; the rest is read during the call.
-        let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.ptr,
-                &mut id,
-                Buffer::of(cluster.as_bytes()),
-                hs.as_mut_ptr(),
-                hs.len(),
-                Buffer::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CALLOUT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        // SAFETY: the live config of the running hook (main thread, where its callouts are made).
+        unsafe { callout(envoy_dynamic_module_callback_http_filter_config_http_callout, self.ptr, cluster, hs, body, timeout_ms) }
     }
 
     /// Adds `by` to a counter this configuration defined (without labels).
