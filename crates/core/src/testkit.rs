@@ -67,6 +67,18 @@ pub fn headers(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
 }
 
+/// The demo with its first product (`starter`, over `azureml-demo`) replaced by `limits`: the
+/// product's limit fields.
+pub fn starter_with(limits: serde_json::Value) -> serde_json::Value {
+    let mut c = demo();
+    let mut p = limits;
+    p["id"] = serde_json::json!("starter");
+    p["name"] = serde_json::json!("Starter");
+    p["apis"] = serde_json::json!(["azureml-demo"]);
+    c["products"][0] = p;
+    c
+}
+
 /// The demo's RRS call by alice (`alice-1`), with an `x-client` header (for keyed limits).
 pub fn alice_rrs(client: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     headers(&[

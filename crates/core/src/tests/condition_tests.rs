@@ -4,23 +4,13 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{alice_rrs, demo, gateway, view, Conn, MemStore};
+use super::support::{alice_rrs, gateway, starter_with, view, Conn, MemStore};
 use crate::admit::condition::{settle_status, Conditional};
 use crate::admit::{admit, Outcome, Request};
 use crate::model::Gateway;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const T0: u64 = 1_700_000_000_000;
-
-fn cfg(product: Value) -> Value {
-    let mut c = demo();
-    let mut p = product;
-    p["id"] = json!("starter");
-    p["name"] = json!("Starter");
-    p["apis"] = json!(["azureml-demo"]);
-    c["products"][0] = p;
-    c
-}
 
 /// One call: `Ok(held)` if forwarded (with what it holds), `Err(status)` if refused.
 fn call(gw: &Gateway, s: &mut MemStore, now: u64, client: &str) -> Result<Option<Conditional>, u16> {
@@ -44,7 +34,7 @@ fn answer(gw: &Gateway, s: &mut MemStore, now: u64, held: Option<Conditional>, s
 #[test]
 fn config_reads_classes_and_lists_and_names_the_field_of_a_bad_one() {
     for ok in [json!("2xx"), json!([200, 201]), json!(["2xx", 304])] {
-        let c = cfg(json!({"rate_limit": {"calls": 5, "renewal_period": 60, "increment_condition": ok}}));
+        let c = starter_with(json!({"rate_limit": {"calls": 5, "renewal_period": 60, "increment_condition": ok}}));
         assert!(Gateway::from_json(c.to_string().as_bytes(), &super::support::Env(vec![("AML_KEY", "k")])).is_ok(), "{ok}");
     }
     for (bad, field) in [
@@ -62,12 +52,12 @@ fn config_reads_classes_and_lists_and_names_the_field_of_a_bad_one() {
         ),
         (json!({"quota": {"calls": 5, "renewal_period": 60, "increment_condition": "2XX"}}), "products[0].quota.increment_condition"),
     ] {
-        let Err(e) = Gateway::from_json(cfg(bad).to_string().as_bytes(), &super::support::Env(vec![("AML_KEY", "k")])) else {
+        let Err(e) = Gateway::from_json(starter_with(bad).to_string().as_bytes(), &super::support::Env(vec![("AML_KEY", "k")])) else {
             panic!("accepted")
         };
         assert_eq!(e.field, field);
     }
-    let mut c = cfg(json!({"quota": {"calls": 5, "renewal_period": 60, "increment_condition": "2xx"}}));
+    let mut c = starter_with(json!({"quota": {"calls": 5, "renewal_period": 60, "increment_condition": "2xx"}}));
     c["limits_store"] = json!({"rls": {"cluster": "rls", "domain": "d"}});
     let Err(e) = Gateway::from_json(c.to_string().as_bytes(), &super::support::Env(vec![("AML_KEY", "k")])) else { panic!("accepted") };
     assert_eq!(e.field, "limits_store");
@@ -75,7 +65,7 @@ fn config_reads_classes_and_lists_and_names_the_field_of_a_bad_one() {
 
 #[test]
 fn a_call_whose_status_does_not_count_gives_its_place_back() {
-    let gw = gateway(&cfg(json!({"rate_limit": {"calls": 3, "renewal_period": 60, "increment_condition": "2xx"}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 3, "renewal_period": 60, "increment_condition": "2xx"}})));
     let mut s = MemStore::default();
     let held: Vec<_> = (0..3).map(|i| call(&gw, &mut s, T0 + i, "").unwrap()).collect();
     // Three in flight hold the three places.
@@ -94,14 +84,14 @@ fn a_call_whose_status_does_not_count_gives_its_place_back() {
 
 #[test]
 fn a_limit_without_a_condition_holds_nothing() {
-    let gw = gateway(&cfg(json!({"rate_limit": {"calls": 3, "renewal_period": 60}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 3, "renewal_period": 60}})));
     let mut s = MemStore::default();
     assert_eq!(call(&gw, &mut s, T0, ""), Ok(None));
 }
 
 #[test]
 fn quota_counts_only_matching_statuses_in_the_period_they_were_admitted() {
-    let gw = gateway(&cfg(json!({"quota": {"calls": 2, "renewal_period": 3600, "increment_condition": [200]}})));
+    let gw = gateway(&starter_with(json!({"quota": {"calls": 2, "renewal_period": 3600, "increment_condition": [200]}})));
     let mut s = MemStore::default();
     let a = call(&gw, &mut s, T0, "").unwrap();
     let b = call(&gw, &mut s, T0, "").unwrap();
@@ -122,9 +112,9 @@ fn quota_counts_only_matching_statuses_in_the_period_they_were_admitted() {
 
 #[test]
 fn keyed_limits_give_back_in_their_own_slot() {
-    let mut c = cfg(json!({}));
+    let mut c = starter_with(json!({}));
     c["products"][0] =
-        cfg(json!({"rate_limit": {"calls": 1, "renewal_period": 60, "counter": "header:x-client", "increment_condition": "2xx"}}))
+        starter_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60, "counter": "header:x-client", "increment_condition": "2xx"}}))
             ["products"][0]
             .clone();
     let gw = gateway(&c);
@@ -142,7 +132,7 @@ fn keyed_limits_give_back_in_their_own_slot() {
 fn interleaved_answers_never_count_more_than_the_limit() {
     // A deterministic shuffle of admissions and answers: at every moment the counted calls
     // (2xx answered) plus those in flight never pass the limit, and the limit is reached.
-    let gw = gateway(&cfg(json!({"rate_limit": {"calls": 10, "renewal_period": 60, "increment_condition": "2xx"}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 10, "renewal_period": 60, "increment_condition": "2xx"}})));
     let mut s = MemStore::default();
     let mut in_flight = Vec::new();
     let (mut counted, mut x) = (0u32, 12345u64);

@@ -1,7 +1,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{demo, gateway, headers, run_full, Conn, Got, MemStore};
+use super::support::{demo, gateway, headers, run_full, starter_with, Conn, Got, MemStore};
 use crate::admit::{record_bandwidth, Event};
 use crate::model::Gateway;
 use serde_json::{json, Value};
@@ -10,15 +10,6 @@ use std::rc::Rc;
 
 const RRS: &str = "/azureml-demo/workspaces/w/services/s/execute?api-version=2.0&details=true";
 const T0: u64 = 1_700_000_000_000;
-
-fn cfg_with(product_limits: Value) -> Value {
-    let mut c = demo();
-    c["products"][0] = product_limits;
-    c["products"][0]["id"] = json!("starter");
-    c["products"][0]["name"] = json!("Starter");
-    c["products"][0]["apis"] = json!(["azureml-demo"]);
-    c
-}
 
 fn check_with(gw: &Gateway, store: &mut MemStore, now: u64, key: &str, extra: &[(&str, &str)], ip: &str) -> Got {
     let mut pairs =
@@ -56,7 +47,7 @@ fn header(o: &Got, name: &str) -> Option<String> {
 
 #[test]
 fn sliding_window_admits_exactly_n_and_reports_retry_after() {
-    let gw = gateway(&cfg_with(json!({"rate_limit": {"calls": 5, "renewal_period": 60}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 5, "renewal_period": 60}})));
     let mut s = MemStore::default();
     for i in 0..5 {
         let o = check(&gw, &mut s, T0 + i * 1000, "alice-1");
@@ -82,7 +73,7 @@ fn sliding_window_admits_exactly_n_and_reports_retry_after() {
 
 #[test]
 fn several_consecutive_windows_admit_n_each() {
-    let gw = gateway(&cfg_with(json!({"rate_limit": {"calls": 3, "renewal_period": 2}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 3, "renewal_period": 2}})));
     let mut s = MemStore::default();
     for w in 0..5u64 {
         let admitted = (0..10).filter(|i| status(&check(&gw, &mut s, T0 + w * 2000 + i * 10, "alice-1")) == 200).count();
@@ -92,7 +83,7 @@ fn several_consecutive_windows_admit_n_each() {
 
 #[test]
 fn quota_calls_fixed_periods_from_subscription_start() {
-    let mut c = cfg_with(json!({"quota": {"calls": 3, "renewal_period": 3600}}));
+    let mut c = starter_with(json!({"quota": {"calls": 3, "renewal_period": 3600}}));
     c["subscriptions"][0]["start"] = json!("2023-11-14T22:00:00Z"); // T0 is 22:13:20
     let gw = gateway(&c);
     let mut s = MemStore::default();
@@ -111,7 +102,7 @@ fn quota_calls_fixed_periods_from_subscription_start() {
 #[test]
 fn a_lifetime_quota_never_renews() {
     // APIM's `renewal-period="0"`: the period is infinite.
-    let gw = gateway(&cfg_with(json!({"quota": {"calls": 2, "renewal_period": 0}})));
+    let gw = gateway(&starter_with(json!({"quota": {"calls": 2, "renewal_period": 0}})));
     let mut s = MemStore::default();
     assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);
     assert_eq!(status(&check(&gw, &mut s, T0 + 3_600_000, "alice-1")), 200);
@@ -122,7 +113,7 @@ fn a_lifetime_quota_never_renews() {
         assert_eq!(retry, "922337203685");
     }
     // A subscription's own count: bob's product has no quota; carol (suspended) never counts.
-    let mut other = cfg_with(json!({"quota": {"calls": 1, "renewal_period": 0}}));
+    let mut other = starter_with(json!({"quota": {"calls": 1, "renewal_period": 0}}));
     other["subscriptions"][1]["product"] = json!("starter");
     let gw = gateway(&other);
     let mut s = MemStore::default();
@@ -133,7 +124,7 @@ fn a_lifetime_quota_never_renews() {
 
 #[test]
 fn long_quota_messages_use_days() {
-    let gw = gateway(&cfg_with(json!({"quota": {"calls": 1, "renewal_period": 604800}})));
+    let gw = gateway(&starter_with(json!({"quota": {"calls": 1, "renewal_period": 604800}})));
     let mut s = MemStore::default();
     assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);
     let (_, msg, _) = denial(check(&gw, &mut s, T0, "alice-1"));
@@ -143,7 +134,7 @@ fn long_quota_messages_use_days() {
 
 #[test]
 fn bandwidth_quota_counts_bytes_after_the_fact() {
-    let gw = gateway(&cfg_with(json!({"quota": {"bandwidth_kb": 2, "renewal_period": 60}})));
+    let gw = gateway(&starter_with(json!({"quota": {"bandwidth_kb": 2, "renewal_period": 60}})));
     let mut s = MemStore::default();
     let o = check(&gw, &mut s, T0, "alice-1");
     assert!(o.count_bandwidth);
@@ -160,7 +151,7 @@ fn bandwidth_quota_counts_bytes_after_the_fact() {
 
 #[test]
 fn all_limits_must_admit_and_denials_count_nowhere() {
-    let mut c = cfg_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}, "quota": {"calls": 3, "renewal_period": 3600}}));
+    let mut c = starter_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}, "quota": {"calls": 3, "renewal_period": 3600}}));
     c["apis"][0]["rate_limit"] =
         json!({"calls": 10, "renewal_period": 3600, "remaining_calls_header": "X-Remaining", "total_calls_header": "X-Total"});
     let gw = gateway(&c);
@@ -186,7 +177,7 @@ fn all_limits_must_admit_and_denials_count_nowhere() {
 
 #[test]
 fn cas_conflicts_are_retried_and_exhaustion_is_unavailable() {
-    let gw = gateway(&cfg_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}})));
     let mut s = MemStore::default();
     assert_eq!(status(&check(&gw, &mut s, T0 - 120_000, "alice-1")), 200); // creates the record
     s.inner.borrow_mut().forced_conflicts = 5;
@@ -207,11 +198,11 @@ fn cas_conflicts_are_retried_and_exhaustion_is_unavailable() {
 /// Worker B runs a whole decision between worker A's read and A's write.
 #[test]
 fn interleaved_workers_admit_exactly_the_limit() {
-    let gw = Rc::new(gateway(&cfg_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}))));
+    let gw = Rc::new(gateway(&starter_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}))));
     let a = MemStore::default();
     // Create the record first, so both workers race on an existing key.
     assert_eq!(
-        status(&check(&gateway(&cfg_with(json!({"quota": {"calls": 9, "renewal_period": 60}}))), &mut a.clone(), T0, "alice-1")),
+        status(&check(&gateway(&starter_with(json!({"quota": {"calls": 9, "renewal_period": 60}}))), &mut a.clone(), T0, "alice-1")),
         200
     );
     let b_result = Rc::new(RefCell::new(None));
@@ -231,7 +222,7 @@ fn interleaved_workers_admit_exactly_the_limit() {
 /// Both workers find the key missing; B creates and counts between A's read and A's create.
 #[test]
 fn key_creation_race_loses_no_count() {
-    let gw = Rc::new(gateway(&cfg_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}))));
+    let gw = Rc::new(gateway(&starter_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}))));
     let a = MemStore::default();
     let b_result = Rc::new(RefCell::new(None));
     {
@@ -250,13 +241,14 @@ fn key_creation_race_loses_no_count() {
 #[test]
 fn counts_survive_reconfiguration() {
     let mut s = MemStore::default();
-    let gw = gateway(&cfg_with(json!({"rate_limit": {"calls": 3, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}})));
+    let gw =
+        gateway(&starter_with(json!({"rate_limit": {"calls": 3, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}})));
     for i in 0..3 {
         assert_eq!(status(&check(&gw, &mut s, T0 + i, "alice-1")), 200);
     }
     assert_eq!(status(&check(&gw, &mut s, T0 + 10, "alice-1")), 429);
     // New subscription, higher limit: alice keeps her 3 admissions, so 2 more fit under 5.
-    let mut c = cfg_with(json!({"rate_limit": {"calls": 5, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}}));
+    let mut c = starter_with(json!({"rate_limit": {"calls": 5, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}}));
     c["subscriptions"]
         .as_array_mut()
         .unwrap()
@@ -267,18 +259,19 @@ fn counts_survive_reconfiguration() {
     assert_eq!(status(&check(&gw2, &mut s, T0 + 22, "alice-1")), 429);
     assert_eq!(status(&check(&gw2, &mut s, T0 + 22, "dave-1")), 200);
     // Lower limit: the newest 2 admissions are kept, so still denied.
-    let gw3 = gateway(&cfg_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}})));
+    let gw3 =
+        gateway(&starter_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}, "quota": {"calls": 10, "renewal_period": 3600}})));
     let (_, msg, _) = denial(check(&gw3, &mut s, T0 + 30, "alice-1"));
     assert_eq!(msg, "Rate limit is exceeded. Try again in 60 seconds.");
     // And the quota kept its count through all of it: 5 calls so far, 5 more allowed.
-    let gw4 = gateway(&cfg_with(json!({"quota": {"calls": 10, "renewal_period": 3600}})));
+    let gw4 = gateway(&starter_with(json!({"quota": {"calls": 10, "renewal_period": 3600}})));
     let ok = (0..20).filter(|i| status(&check(&gw4, &mut s, T0 + 100 + i, "alice-1")) == 200).count();
     assert_eq!(ok, 5);
 }
 
 #[test]
 fn counter_keys_count_per_ip_and_header_in_bounded_memory() {
-    let mut c = cfg_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60, "counter": "ip"}}));
+    let mut c = starter_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60, "counter": "ip"}}));
     c["counter_slots"] = json!(16);
     let gw = gateway(&c);
     let mut s = MemStore::default();
@@ -297,7 +290,7 @@ fn counter_keys_count_per_ip_and_header_in_bounded_memory() {
     assert!(s.keys() <= 17, "{} keys", s.keys());
     // Under pressure a key never gets more than its limit.
     let mut s = MemStore::default();
-    let mut c = cfg_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60, "counter": "header:X-Client"}}));
+    let mut c = starter_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60, "counter": "header:X-Client"}}));
     c["counter_slots"] = json!(2);
     let gw = gateway(&c);
     let mut admitted = 0;
@@ -313,7 +306,7 @@ fn counter_keys_count_per_ip_and_header_in_bounded_memory() {
 
 #[test]
 fn keyed_admission_is_undone_when_the_subscription_denies() {
-    let mut c = cfg_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}));
+    let mut c = starter_with(json!({"rate_limit": {"calls": 1, "renewal_period": 60}}));
     c["apis"][0]["rate_limit"] = json!({"calls": 5, "renewal_period": 60, "counter": "ip"});
     let gw = gateway(&c);
     let mut s = MemStore::default();
@@ -349,7 +342,7 @@ fn hot_path_is_one_read_and_one_write() {
 
 #[test]
 fn corrupt_state_is_reset_not_trusted() {
-    let gw = gateway(&cfg_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}})));
+    let gw = gateway(&starter_with(json!({"rate_limit": {"calls": 2, "renewal_period": 60}})));
     let mut s = MemStore::default();
     s.inner.borrow_mut().map.insert("mlgate/s/alice".into(), (vec![200, 1, 2, 3], 7));
     assert_eq!(status(&check(&gw, &mut s, T0, "alice-1")), 200);

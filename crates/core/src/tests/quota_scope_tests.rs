@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{alice_rrs, demo, gateway, run_full, Conn, Env, Got, MemStore};
+use super::support::{alice_rrs, gateway, run_full, starter_with, Conn, Env, Got, MemStore};
 use crate::model::Gateway;
 use serde_json::{json, Value};
 
@@ -12,12 +12,7 @@ use serde_json::{json, Value};
 const T0: u64 = 1_700_000_000_000;
 
 fn cfg(product: Value, api_quota: Option<Value>) -> Value {
-    let mut c = demo();
-    let mut p = product;
-    p["id"] = json!("starter");
-    p["name"] = json!("Starter");
-    p["apis"] = json!(["azureml-demo"]);
-    c["products"][0] = p;
+    let mut c = starter_with(product);
     if let Some(q) = api_quota {
         c["apis"][0]["quota"] = q;
     }
