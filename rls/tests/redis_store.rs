@@ -201,7 +201,11 @@ fn gateway(calls: u32) -> &'static Gateway {
                       "rate_limit": {"calls": calls, "renewal_period": 60},
                       "quota": {"calls": 100000, "bandwidth_kb": 1, "renewal_period": 3600}}],
         "subscriptions": [{"id": "alice", "product": "starter", "state": "active", "primary_key": "alice-key"}],
-        "limits_store": {"rls": {"cluster": "rls", "domain": "mlgate", "timeout_ms": 50, "on_failure": "deny"}}
+        "limits_store": {"rls": {"cluster": "rls", "domain": "mlgate", "timeout_ms": 50, "on_failure": "deny"}},
+        // Eight threads race on one record: on a loaded 2-core machine one of them can lose the
+        // default 64 compare-and-swap rounds in a row and answer "store unavailable" (as the
+        // service would, by on_failure). This test is about exactness, not that bound.
+        "max_cas_retries": 10000
     });
     Box::leak(Box::new(Gateway::from_json(cfg.to_string().as_bytes(), &NoEnv).unwrap()))
 }
