@@ -40,7 +40,9 @@ pub fn path_at(text: &[u8], line: usize, column: usize) -> String {
                     }
                     i += 1;
                 }
-                if let Some(Frame::Object { key, expect_key: true }) = stack.last_mut() {
+                // A string that ends past the error is not a key the parser read: with a `:`
+                // lost, the error is at the next string, which is a value (a secret, perhaps).
+                if let Some(Frame::Object { key, expect_key: true }) = stack.last_mut().filter(|_| i < stop) {
                     *key = Some(String::from_utf8_lossy(text.get(start..i.min(text.len())).unwrap_or_default()).into_owned());
                 }
             }

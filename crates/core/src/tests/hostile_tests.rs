@@ -253,6 +253,16 @@ fn generated_configs_are_refused_or_accepted_never_a_panic() {
 }
 
 #[test]
+fn a_lost_colon_never_names_the_value_after_it() {
+    // The parser stops at the string after the key; that string is a value (here a key the
+    // subscription holds), and the refusal names the key before it, never the value.
+    let text = demo().to_string().replace(r#""primary_key":"alice-1""#, r#""primary_key" "alice-1""#);
+    let e = Gateway::from_json(text.as_bytes(), &Env(vec![])).err().unwrap();
+    assert!(!e.to_string().contains("alice-1"), "{e}");
+    assert_eq!(e.field, "subscriptions[0].primary_key");
+}
+
+#[test]
 fn non_ascii_start_is_refused_naming_the_field() {
     for start in ["2026-01-01T00:00:0é", "２０２６-01-01T00:00:00Z", "2026-01-01T00:00:00.é", "2026-01-01T00:00:00+0é:00", "é"] {
         let mut v = demo();
