@@ -179,8 +179,25 @@ fn wasm_filter(spec: &Spec<'_>) -> Value {
     })
 }
 
-fn access_log() -> Value {
-    json!({
+/// The filter-state fields the configuration exports (`export_metadata`, off by default), as
+/// access-log fields: the log reads what mlgate exports and nothing else.
+fn exported_fields(config: &str) -> Vec<(&'static str, &'static str)> {
+    let mode = serde_json::from_str::<Value>(config).ok().and_then(|v| v.get("export_metadata")?.as_str().map(str::to_owned));
+    match mode.as_deref() {
+        Some("combined") => vec![("mlgate", "%FILTER_STATE(wasm.mlgate:PLAIN)%")],
+        Some("fields") => vec![
+            ("mlgate_api", "%FILTER_STATE(wasm.mlgate.api:PLAIN)%"),
+            ("mlgate_operation", "%FILTER_STATE(wasm.mlgate.operation:PLAIN)%"),
+            ("mlgate_subscription", "%FILTER_STATE(wasm.mlgate.subscription:PLAIN)%"),
+            ("mlgate_product", "%FILTER_STATE(wasm.mlgate.product:PLAIN)%"),
+            ("mlgate_params", "%FILTER_STATE(wasm.mlgate.params:PLAIN)%"),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+fn access_log(config: &str) -> Value {
+    let mut log = json!({
         "name": "envoy.access_loggers.stdout",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
@@ -200,10 +217,15 @@ fn access_log() -> Value {
                 // From the request sent upstream to the response's end; null for mlgate's own replies.
                 "upstream_ms": "%COMMON_DURATION(US_TX_BEG:US_RX_END:ms)%",
                 "upstream": "%UPSTREAM_HOST%",
-                "mlgate": "%FILTER_STATE(wasm.mlgate:PLAIN)%",
             }},
         },
-    })
+    });
+    if let Some(fields) = log["typed_config"]["log_format"]["json_format"].as_object_mut() {
+        for (name, format) in exported_fields(config) {
+            fields.insert(name.into(), json!(format));
+        }
+    }
+    log
 }
 
 fn http_connection_manager(spec: &Spec<'_>, stat_prefix: &str, routes: &Value) -> Value {
@@ -217,7 +239,7 @@ fn http_connection_manager(spec: &Spec<'_>, stat_prefix: &str, routes: &Value) -
             "use_remote_address": true,
             "normalize_path": true,
             "merge_slashes": true,
-            "access_log": [access_log()],
+            "access_log": [access_log(spec.config)],
             "route_config": routes,
             "http_filters": [
                 wasm_filter(spec),
@@ -331,5 +353,22 @@ mod tests {
         let f = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(f["use_remote_address"], true);
         assert!(f["http_filters"][0]["typed_config"]["config"]["vm_config"].get("environment_variables").is_none());
+    }
+
+    #[test]
+    fn the_access_log_reads_what_the_configuration_exports() {
+        let fields = |config: &str| {
+            let log = access_log(config);
+            let mut names: Vec<String> = log["typed_config"]["log_format"]["json_format"]
+                .as_object()
+                .map(|o| o.keys().filter(|k| k.starts_with("mlgate")).cloned().collect())
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        assert!(fields("{}").is_empty());
+        assert!(fields(r#"{"export_metadata": "off"}"#).is_empty());
+        assert_eq!(fields(r#"{"export_metadata": "combined"}"#), ["mlgate"]);
+        assert_eq!(fields(r#"{"export_metadata": "fields"}"#).len(), 5);
     }
 }

@@ -292,9 +292,11 @@ fn config_new(name: &str, json: &str) -> *const c_void {
     }
 }
 
+/// The host plumbing of both optional outputs is under test: the `RateLimit-*` headers and
+/// the filter-state export are on (both are off by default).
 fn config(extra: &str) -> String {
     format!(
-        r#"{{"apis": [{{"id": "azureml-demo", "name": "Demo", "path": "azureml-demo", "service_url": "https://backend.example:8443",
+        r#"{{"rate_limit_headers": true, "export_metadata": "combined", "apis": [{{"id": "azureml-demo", "name": "Demo", "path": "azureml-demo", "service_url": "https://backend.example:8443",
             "operations": "azureml-studio", "backend_credentials": [{{"workspace": "*", "service": "*", "api_key": "aml-key"}}]}}],
           "products": [{{"id": "starter", "name": "Starter", "apis": ["azureml-demo"],
                          "rate_limit": {{"calls": 2, "renewal_period": 60}}, "quota": {{"bandwidth_kb": 1, "renewal_period": 3600}}}}],

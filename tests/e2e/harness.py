@@ -141,6 +141,10 @@ def listener(listen: int, plugin_config: dict | str, access_log: str,
     """The gateway listener: mlgate (its plugin configuration as given) in front of the
     `azureml` cluster, every request in the access log with ACCESS_LOG_FORMAT. `form` "native":
     the dynamic module `module` (libmodule.so) with the same configuration, instead of `wasm`."""
+    if isinstance(plugin_config, dict) and "export_metadata" not in plugin_config:
+        # This access log reads the combined export, so the configuration turns it on (off by
+        # default), as an operator's would. A string configuration is passed as it is.
+        plugin_config = {**plugin_config, "export_metadata": "combined"}
     cfg = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     if (form or FORM) == "native":
         mlgate = native_filter(cfg, module)

@@ -183,6 +183,8 @@ def test_key_new_and_hash_round_trip():
 # --------------------------------------------------------------------------------------------
 def two_api_config(up_a: int, up_b: int, key_sha: str) -> dict:
     return {
+        # Exported, so the generated access log reads the match (`mlgate`).
+        "export_metadata": "combined",
         "apis": [
             {"id": "azureml-demo", "name": "Demo", "path": "azureml-demo", "service_url": f"http://127.0.0.1:{up_a}",
              "operations": "azureml-studio",

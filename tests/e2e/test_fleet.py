@@ -50,6 +50,7 @@ def config(on_failure: str) -> dict:
                           for p, (_, subs) in PRODUCTS.items() for s in subs],
         "limits_store": fleet.rls_store(timeout_ms=TIMEOUT_MS, on_failure=on_failure,
                                         breaker_failures=BREAKER_FAILURES, breaker_open_ms=BREAKER_OPEN_MS),
+        "rate_limit_headers": True,
     }
 
 

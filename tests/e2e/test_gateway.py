@@ -235,11 +235,17 @@ def test_match_is_exported_to_filter_state_and_access_log(gw):
 @pytest.mark.parametrize("mode,expected", [
     ("fields", "meta=- api=scoring op=predict sub=bob product=everything params=model=m7 status=200"),
     ("off", "meta=- api=- op=- sub=- product=- params=- status=200"),
+    # Not configured: off (nothing is exported unless something is meant to read it). Passed as
+    # a string, which the harness leaves as it is.
+    ("default", "meta=- api=- op=- sub=- product=- params=- status=200"),
 ])
 def test_match_export_modes(upstream, mode, expected):
     cfg = copy.deepcopy(CONFIG)
-    cfg["export_metadata"] = mode
-    e = Envoy(cfg, upstream.port, env=ENV)
+    if mode != "default":
+        cfg["export_metadata"] = mode
+    else:
+        cfg.pop("export_metadata", None)
+    e = Envoy(cfg if mode != "default" else json.dumps(cfg), upstream.port, env=ENV)
     try:
         r = e.request("POST", "/score/models/m7/predict", {"X-Api-Key": "bob-primary", "X-Test-Id": mode}, b"{}")
         assert r.status == 200

@@ -463,7 +463,8 @@ def test_hostile_config_strings_are_refused_in_one_line(upstream, why, mutate, f
 
 def test_non_ascii_ids_are_accepted_and_exported_encoded(upstream):
     sub, product = "\u00e5lice-\u2603", "pr\u00f6dukt"
-    cfg = config({"id": product}, subs=[{"id": sub, "product": product, "state": "active", "primary_key": KEY}])
+    cfg = config({"id": product}, subs=[{"id": sub, "product": product, "state": "active", "primary_key": KEY}],
+                 export_metadata="combined")
     e = Envoy(json.dumps(cfg, ensure_ascii=False), upstream.port)
     try:
         r = call(e, {"X-Test-Id": "utf8"})

@@ -224,7 +224,7 @@ def test_send_response_status_headers_body_and_details(upstream):
 def test_header_edits_replace_remove_and_add(upstream):
     """set_header with a value replaces every value, with a null value removes; add_header adds
     (RateLimit-* on the response); get_headers reads names and values as bytes."""
-    e = NativeEnvoy(config({"rate_limit": {"calls": 5, "renewal_period": 60}}), upstream.port)
+    e = NativeEnvoy(config({"rate_limit": {"calls": 5, "renewal_period": 60}}, rate_limit_headers=True), upstream.port)
     try:
         r = e.request("POST", RRS.replace("?", "?subscription-key=alice-key&"), [
             ("Authorization", "Basic abc"), ("X-Mlgate-Product-Id", "gold"), ("X-Mlgate-Product-Id", "platinum"),

@@ -33,6 +33,8 @@ def sha(s: str) -> str:
 def portal_config(sim_port: int) -> dict:
     return {
         "portal": {"path": PORTAL, "title": "Contoso AzureML developer portal"},
+        # The "try it" console shows the RateLimit-* headers.
+        "rate_limit_headers": True,
         "apis": [{
             "id": "azureml-demo", "name": "AzureML Demo API", "path": "azureml-demo",
             "description": "Feature hashing of text, as an AzureML Studio web service.",

@@ -453,8 +453,9 @@ def test_json_access_log_of_the_demo_config(tmp_path):
     access_log = [{"name": "envoy.access_loggers.file", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path": str(log), "log_format": fmt}}]
-    lst = mh.listener("gateway", port, [mh.wasm_filter(mh.WASM, json.dumps(config()))], mh.prefix_route("up"),
-                      access_log=access_log)
+    # The demo's log reads the combined export, which the demo turns on.
+    lst = mh.listener("gateway", port, [mh.wasm_filter(mh.WASM, json.dumps({**config(), "export_metadata": "combined"}))],
+                      mh.prefix_route("up"), access_log=access_log)
     b = mh.bootstrap(admin_port, [lst], [mh.static_cluster("up", upstream.port)])
     b["stats_config"] = demo()["stats_config"]
     path = mh.write_config(tmp_path / "envoy.json", b)

@@ -106,14 +106,15 @@ pub enum Unmatched {
     PassThrough,
 }
 
-/// How the match is exported as filter state (each property is one host call).
+/// How the match is exported as filter state (each property is one host call, and Envoy's
+/// work storing it). Off unless configured: nothing is exported that nothing reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ExportMetadata {
     /// One property, `wasm.mlgate`: `api=…&operation=…&subscription=…&product=…&<params>`.
-    #[default]
     Combined,
     /// Five properties: `wasm.mlgate.api`, `.operation`, `.subscription`, `.product`, `.params`.
     Fields,
+    #[default]
     Off,
 }
 

@@ -22,8 +22,12 @@ impl Environment for Env {
     }
 }
 
+/// The shipped demo's settings (`envoy/demo.yaml`): the `RateLimit-*` headers and the
+/// combined export on, both off by default.
 pub fn demo() -> serde_json::Value {
     serde_json::json!({
+        "rate_limit_headers": true,
+        "export_metadata": "combined",
         "apis": [{
             "id": "azureml-demo", "name": "AzureML Demo API", "path": "azureml-demo",
             "service_url": "https://ussouthcentral.services.azureml.net",

@@ -61,10 +61,11 @@ extern "C" fn envoy_dynamic_module_callback_http_received_buffered_response_body
 
 const CHAT: &[u8] = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
-/// An OpenAI-compatible API; the product's token limit, and the settings given.
+/// An OpenAI-compatible API; the product's token limit, and the settings given (with the
+/// combined export on, which the tests read).
 fn llm_config(sub: &str, settings: &str) -> String {
     format!(
-        r#"{{{settings} "apis": [{{"id": "llm", "name": "LLM", "path": "llm", "service_url": "http://backend.test/v1", "operations": "openai",
+        r#"{{{settings} "export_metadata": "combined", "apis": [{{"id": "llm", "name": "LLM", "path": "llm", "service_url": "http://backend.test/v1", "operations": "openai",
             "backend_credentials": [{{"workspace": "*", "service": "*", "api_key": "sk-backend"}}]}}],
           "products": [{{"id": "tok", "name": "Tok", "apis": ["llm"],
                          "token_limit": {{"tokens_per_minute": 200, "default_max_completion_tokens": 50, "tokens_consumed_header": "x-tokens-consumed"}}}}],

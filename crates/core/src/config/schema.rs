@@ -20,7 +20,9 @@ pub(super) struct RawConfig {
     pub(super) subscription_id_header: String,
     #[serde(default = "default_product_header")]
     pub(super) product_id_header: String,
-    #[serde(default = "default_true")]
+    /// Off by default, as in APIM (its `remaining-calls-header-name` and
+    /// `total-calls-header-name` have no default).
+    #[serde(default)]
     pub(super) rate_limit_headers: bool,
     #[serde(default, with = "ExportDef")]
     pub(super) export_metadata: ExportMetadata,

@@ -31,6 +31,22 @@ fn demo_config_compiles_with_preset_operations() {
 }
 
 #[test]
+fn response_headers_and_export_are_off_unless_configured() {
+    // APIM adds no remaining-calls headers unless a policy names them; nothing is exported as
+    // filter state unless something is meant to read it (issue 20's cuts).
+    let gw = gateway(&with(demo(), |v| {
+        let o = v.as_object_mut().unwrap();
+        o.remove("rate_limit_headers");
+        o.remove("export_metadata");
+    }));
+    assert!(!gw.settings.rate_limit_headers);
+    assert_eq!(gw.settings.export_metadata, crate::model::ExportMetadata::Off);
+    let gw = gateway(&demo());
+    assert!(gw.settings.rate_limit_headers);
+    assert_eq!(gw.settings.export_metadata, crate::model::ExportMetadata::Combined);
+}
+
+#[test]
 fn unparsable_json_is_refused() {
     let e = Gateway::from_json(b"{not json", &Env(vec![])).err().unwrap();
     assert_eq!(e.field, "configuration");
