@@ -220,7 +220,7 @@ fn access_log(config: &str) -> Value {
             }},
         },
     });
-    if let Some(fields) = log["typed_config"]["log_format"]["json_format"].as_object_mut() {
+    if let Some(fields) = log.pointer_mut("/typed_config/log_format/json_format").and_then(Value::as_object_mut) {
         for (name, format) in exported_fields(config) {
             fields.insert(name.into(), json!(format));
         }

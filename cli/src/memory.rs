@@ -1,7 +1,7 @@
 //! The memory lines of `mlgate check`: the core's estimate (`mlgate_core::memory`) for a
 //! configuration, at full tables, in words.
 
-use mlgate_core::memory::{Estimate, HISTOGRAMS_PER_SLOT_PER_WORKER, NATIVE_BASELINE, WASM_BASELINE};
+use mlgate_core::memory::{Estimate, HISTOGRAMS_PER_SLOT_PER_WORKER, NATIVE_BASELINE, USAGE_BATCH_ENTRY, USAGE_BATCH_SLOTS, WASM_BASELINE};
 use mlgate_core::usage::TIMELINE_HOURS;
 
 /// Bytes as B, KiB, MiB or GiB with one decimal (the next unit from 1000 of one).
@@ -57,6 +57,12 @@ pub fn lines(m: &Estimate, workers: u32) -> String {
         "    report buckets        {slots} label sets × {TIMELINE_HOURS} hours × {} = {}: four quarter hours a record, the last 24 hours\n",
         size(tl.bytes.checked_div(tl.entries).unwrap_or(0)),
         size(tl.bytes)
+    ));
+    t.push_str(&format!(
+        "    usage batch           {} label sets × {} = {} a worker (Wasm): counts waiting for the next one-second write\n",
+        slots.min(USAGE_BATCH_SLOTS),
+        size(USAGE_BATCH_ENTRY),
+        size(slots.min(USAGE_BATCH_SLOTS) * USAGE_BATCH_ENTRY)
     ));
     t.push_str(&format!("    traffic adds          at most {} over idle\n", size(m.growth(workers))));
     t.push_str(&format!(

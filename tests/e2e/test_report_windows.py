@@ -108,3 +108,23 @@ def test_a_bad_option_is_apims_400(gateway):
         err = r.json()["error"]
         assert err["code"] == "ValidationError" and err["details"][0]["target"] == target, (path, err)
     assert admin(e, "/reports/byTime?interval=PT15M", key="wrong").status == 401
+
+
+def test_a_worker_writes_its_usage_before_it_serves_a_report(form):
+    """A worker keeps its usage (counter sums, report buckets) in a batch it writes once a
+    second; a report it serves writes its own batch first. With one worker, a report asked
+    for right after the calls ended has every one of them, in both the whole-life numbers and
+    the buckets, without waiting for the tick."""
+    upstream = Recorder()
+    e = Envoy(config(), upstream.port, concurrency=1)
+    try:
+        for i in range(3):
+            r = e.request("GET", STATUS, {"Ocp-Apim-Subscription-Key": KEYS["bob"], "X-Test-Id": f"batch-{i}"})
+            assert r.status == 200, r
+        for i in range(3):
+            e.access_line(f"batch-{i}")   # the stream ended (mlgate's on_log ran before the access log)
+        assert total(admin(e, "/reports/byApi").json()) == 3
+        assert total(admin(e, "/reports/byTime?interval=PT15M").json()) == 3
+    finally:
+        e.stop()
+        upstream.close()

@@ -486,9 +486,9 @@ def test_json_access_log_of_the_demo_config(tmp_path):
         text = log.read_text()
         for s in list(KEYS.values()) + [BACKEND_KEY]:
             assert s not in text
-        # And the demo's stats tags make the labels.
-        assert 'mlgate_calls{api="azureml-demo",operation="rrs-execute",product="starter",outcome="blocked"} 1' in \
-            mh.admin_get(admin_port, "/stats/prometheus")
+        # And the demo's stats tags make the labels (once the worker's usage batch is out: a tick).
+        wait_for(lambda: 'mlgate_calls{api="azureml-demo",operation="rrs-execute",product="starter",outcome="blocked"} 1'
+                 in mh.admin_get(admin_port, "/stats/prometheus"), timeout=10, what="the blocked call counted")
     finally:
         p.stop()
         upstream.close()

@@ -35,6 +35,7 @@ extern "C" {
     fn proxy_get_metric(id: u32, result: *mut u64) -> u32;
     fn proxy_get_header_map_value(map_type: u32, key: *const u8, key_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_set_buffer_bytes(buffer_type: u32, start: usize, size: usize, data: *const u8, data_size: usize) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 /// What a header or body callback returns: go on, or stop here (a reply was sent, or the
@@ -363,4 +364,11 @@ pub fn set_buffer(kind: u32, size: usize, data: &[u8]) -> bool {
     let _p = super::profile::host(super::profile::Host::SetBuffer);
     // SAFETY: `data` is a live slice, read by the host during the call.
     unsafe { proxy_set_buffer_bytes(kind, 0, size, data.as_ptr(), data.len()) == OK }
+}
+
+/// Asks the host to call `proxy_on_tick` on this root context every `ms` milliseconds (each
+/// worker's root context gets its own ticks).
+pub fn set_tick_period(ms: u32) -> bool {
+    // SAFETY: a plain value.
+    unsafe { proxy_set_tick_period_milliseconds(ms) == OK }
 }

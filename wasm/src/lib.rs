@@ -9,7 +9,7 @@
 //!
 //! | file | callbacks |
 //! |---|---|
-//! | `streams.rs` | the VM and its contexts: `_initialize`, `proxy_on_vm_start`, `proxy_on_context_create`, `proxy_on_configure`, `proxy_on_done`, `proxy_on_delete` |
+//! | `streams.rs` | the VM and its contexts: `_initialize`, `proxy_on_vm_start`, `proxy_on_context_create`, `proxy_on_configure`, `proxy_on_tick` (the usage batch written), `proxy_on_done`, `proxy_on_delete` |
 //! | `request.rs` | `proxy_on_request_headers`: local endpoints, `admit`, applying the `Outcome`; the remote store's answers resume it (`proxy_on_grpc_receive`, `proxy_on_grpc_close`) |
 //! | `response.rs` | bodies (a token call's request body held and judged, also at `proxy_on_request_trailers`), `proxy_on_response_headers`, `proxy_on_log` (usage metrics, bandwidth, token settle) |
 //! | `metrics.rs` | the stats of events and usage slots, defined at configure time |

@@ -7,6 +7,7 @@ use super::store::SharedData;
 use mlgate_core::usage::{Call, Kind};
 use mlgate_core::{Events, Gateway};
 use mlgate_envoy::stats::{EventStats, SlotTable};
+use mlgate_usage::batch::Batch;
 use mlgate_usage::extremes::Extremes;
 use mlgate_usage::timeline::Timeline;
 use std::cell::RefCell;
@@ -26,13 +27,20 @@ impl Stats {
 }
 
 /// The usage metrics of one configuration ([`mlgate_core::usage`]): each slot's metric ids and
-/// this worker's view of the extremes and of the report buckets. Per request: a table lookup
-/// and the increments, and one read and write of the call's bucket record.
+/// this worker's view of the extremes, and its [`Batch`] of counter sums and report buckets not
+/// yet written. Per request: the histogram values (two host calls), additions in VM memory, and
+/// the extremes (no host call unless the call is outside what this worker has seen). The batch
+/// goes out on the tick ([`TICK_MS`]), before this worker serves a report, when it is full, and
+/// when the configuration goes away.
 pub(crate) struct Usage {
     ids: SlotTable<u32>,
     extremes: RefCell<Extremes>,
     timeline: Timeline,
+    batch: RefCell<Batch>,
 }
+
+/// How often each worker writes its batch: reports and counters lag by at most this.
+pub(crate) const TICK_MS: u32 = 1000;
 
 impl Usage {
     pub(crate) fn define(gw: &Gateway) -> Usage {
@@ -44,24 +52,28 @@ impl Usage {
             };
             abi::define_metric(kind, &name)
         });
-        Usage { ids, extremes: RefCell::new(Extremes::new(gw.usage.len())), timeline: Timeline::new(gw) }
+        Usage { ids, extremes: RefCell::new(Extremes::new(gw.usage.len())), timeline: Timeline::new(gw), batch: RefCell::new(Batch::new()) }
     }
 
     pub(crate) fn id(&self, slot: u32, index: usize) -> Option<u32> {
         self.ids.get(slot, index).copied()
     }
 
-    /// Counts one finished call: up to eight increments, and the extremes (no host call
-    /// unless the call is outside what this worker has seen).
-    /// `now_ms`: the wall clock the call ended at (its report bucket's quarter).
+    /// Counts one finished call. `now_ms`: the wall clock the call ended at (its report
+    /// bucket's quarter).
     pub(crate) fn record(&self, gw: &Gateway, call: &Call, now_ms: u64) {
-        // Bench builds with `ablate-metrics` update no metric here.
-        if !cfg!(feature = "ablate-metrics") {
-            self.ids.record(
-                call,
-                |id, n| abi::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX)),
-                |id, v| abi::record_metric(*id, v),
-            );
+        let histogram = |i: usize, v: u64| {
+            // Bench builds with `ablate-metrics` update no metric here.
+            if let Some(id) = self.id(call.slot, i).filter(|_| !cfg!(feature = "ablate-metrics")) {
+                abi::record_metric(id, v);
+            }
+        };
+        if let Ok(mut batch) = self.batch.try_borrow_mut() {
+            if !batch.add(call, now_ms, histogram) {
+                // Full, or the call's slot waits with an earlier quarter: out with it first.
+                self.write(&mut batch);
+                batch.add(call, now_ms, histogram);
+            }
         }
         if let Ok(mut ex) = self.extremes.try_borrow_mut() {
             let mut gauge = |i: usize, v: u64| {
@@ -71,6 +83,29 @@ impl Usage {
             };
             ex.observe(gw, call.slot, call.api_time_us, call.service_time_us, &mut SharedData, &mut gauge);
         }
-        self.timeline.record(call, now_ms, &mut SharedData);
+    }
+
+    /// Writes this worker's batch: each waiting counter sum, each slot's report bucket.
+    pub(crate) fn flush(&self) {
+        if let Ok(mut batch) = self.batch.try_borrow_mut() {
+            if !batch.is_empty() {
+                self.write(&mut batch);
+            }
+        }
+    }
+
+    fn write(&self, batch: &mut Batch) {
+        batch.flush(&self.timeline, &mut SharedData, |slot, i, n| {
+            if let Some(id) = self.id(slot, i).filter(|_| !cfg!(feature = "ablate-metrics")) {
+                abi::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        });
+    }
+}
+
+impl Drop for Usage {
+    /// A configuration replaced or removed: what its last streams counted still goes out.
+    fn drop(&mut self) {
+        self.flush();
     }
 }

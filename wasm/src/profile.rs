@@ -34,6 +34,7 @@ pub enum Cb {
     GrpcReceive,
     GrpcClose,
     MemoryAllocate,
+    Tick,
 }
 
 /// The host calls mlgate makes.
@@ -93,7 +94,7 @@ mod on {
     pub const FLUSH_EVERY: u64 = 64;
     use std::cell::{Cell, RefCell};
 
-    const CBS: [(Cb, &str); 13] = [
+    const CBS: [(Cb, &str); 14] = [
         (Cb::ContextCreate, "context_create"),
         (Cb::Configure, "configure"),
         (Cb::RequestHeaders, "request_headers"),
@@ -107,6 +108,7 @@ mod on {
         (Cb::GrpcReceive, "grpc_receive"),
         (Cb::GrpcClose, "grpc_close"),
         (Cb::MemoryAllocate, "memory_allocate"),
+        (Cb::Tick, "tick"),
     ];
 
     const HOSTS: [(Host, &str); 22] = [

@@ -29,18 +29,33 @@ impl Connection for Downstream {
 }
 
 /// What local endpoints (portal, admin) read from the host: shared data, which they only
-/// read, and metrics.
+/// read, and metrics. Before the first read, this worker's usage batch is written, so a report
+/// it serves has every call it counted (other workers' at most a tick late).
 struct LocalAbi<'u> {
     store: SharedData,
     usage: Option<&'u Usage>,
+    flushed: bool,
+}
+
+impl LocalAbi<'_> {
+    fn flush_once(&mut self) {
+        if !self.flushed {
+            self.flushed = true;
+            if let Some(u) = self.usage {
+                u.flush();
+            }
+        }
+    }
 }
 
 impl LocalHost for LocalAbi<'_> {
     fn store(&mut self) -> &mut dyn Store {
+        self.flush_once();
         &mut self.store
     }
 
     fn metric(&mut self, slot: u32, index: usize) -> Option<u64> {
+        self.flush_once();
         abi::get_metric(self.usage?.id(slot, index)?)
     }
 }
@@ -136,7 +151,7 @@ fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent
     // Local endpoints (portal, admin) answer here: never forwarded, never counted. Without
     // any in the configuration this is the one check the request pays.
     if local::any(&gw) {
-        if let Some(r) = local::serve(&gw, &req, now_ms, &mut LocalAbi { store: SharedData, usage: st.usage.as_deref() }) {
+        if let Some(r) = local::serve(&gw, &req, now_ms, &mut LocalAbi { store: SharedData, usage: st.usage.as_deref(), flushed: false }) {
             send_reply(&r);
             return Verdict::Pause;
         }

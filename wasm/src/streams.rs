@@ -1,7 +1,7 @@
 //! The VM and its contexts: plugins (root contexts) with their compiled configuration, and
 //! HTTP streams with what each keeps until it ends.
 
-use super::metrics::{Stats, Usage};
+use super::metrics::{Stats, Usage, TICK_MS};
 use super::{abi, profile, rls};
 use mlgate_core::{Gateway, ProcessEnv};
 use mlgate_envoy::stream::Accounting;
@@ -123,6 +123,8 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> bool {
                     }
                 }
             });
+            // Each worker's usage batch goes out on its tick.
+            abi::set_tick_period(TICK_MS);
             true
         }
         Err(e) => {
@@ -130,6 +132,16 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> bool {
             abi::log(abi::LOG_ERROR, &e.to_string());
             false
         }
+    }
+}
+
+/// This worker's usage batch written out (counters and report buckets lag by at most a tick).
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(root: u32) {
+    let _p = profile::callback(profile::Cb::Tick);
+    let usage = ROOTS.with(|r| r.try_borrow().ok().and_then(|m| m.get(&root).and_then(|root| root.usage.clone())));
+    if let Some(u) = usage {
+        u.flush();
     }
 }
 

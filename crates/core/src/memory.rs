@@ -30,6 +30,10 @@ pub const STATS_PER_SLOT: u64 = 36 << 10;
 /// What a label set's histograms add once a worker has recorded into them. Measured 3.3 to 4.4
 /// KiB per worker (1,200 label sets used on 2 workers: +7.6 MiB Wasm, +10.2 MiB native).
 pub const HISTOGRAMS_PER_SLOT_PER_WORKER: u64 = 9 << 9;
+/// The label sets one Wasm worker holds in its usage batch between writes (`mlgate-usage`'s
+/// `batch`), and what each costs at most (its 29 sums, its quarter's sums, bookkeeping).
+pub const USAGE_BATCH_SLOTS: u64 = 256;
+pub const USAGE_BATCH_ENTRY: u64 = 400;
 /// The compiled configuration per subscription in each Wasm VM's linear memory (measured 530
 /// bytes: 8,000 subscriptions grow a VM's memory from 1,152 to 5,376 KiB).
 pub const CONFIG_PER_SUBSCRIPTION: u64 = 512;
@@ -191,11 +195,13 @@ impl Estimate {
         self.subscription_records.bytes + self.counter_bytes() + self.usage_records.bytes + self.timeline.bytes + entry(19, 1)
     }
 
-    /// What traffic can add to an idle Envoy with `workers` workers: every store entry, and
-    /// every label set's histograms recorded into on every worker. (Per in-flight stream and
-    /// per connection there is more, which ends with them: README "Memory".)
+    /// What traffic can add to an idle Envoy with `workers` workers: every store entry, every
+    /// label set's histograms recorded into on every worker, and each worker's full usage batch
+    /// (the Wasm form's). (Per in-flight stream and per connection there is more, which ends
+    /// with them: README "Memory".)
     pub fn growth(&self, workers: u32) -> u64 {
-        self.store_bytes() + self.usage_stats.entries * HISTOGRAMS_PER_SLOT_PER_WORKER * u64::from(workers)
+        let batch = self.usage_stats.entries.min(USAGE_BATCH_SLOTS) * USAGE_BATCH_ENTRY;
+        self.store_bytes() + (self.usage_stats.entries * HISTOGRAMS_PER_SLOT_PER_WORKER + batch) * u64::from(workers)
     }
 
     /// Idle Envoy with mlgate.wasm over Envoy without a filter: the baseline, the stats and

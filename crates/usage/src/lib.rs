@@ -7,6 +7,7 @@
 //! May depend on: mlgate-core.
 
 pub mod acc;
+pub mod batch;
 pub mod extremes;
 pub mod query;
 pub mod report;

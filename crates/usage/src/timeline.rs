@@ -122,6 +122,11 @@ fn add(rec: &[u8], fp: u64, hour: u64, q: usize, acc: &Acc) -> Option<Vec<u8>> {
     Some(rec)
 }
 
+/// The hour (since the epoch) and its quarter (0–3) that `now_ms` falls in.
+pub fn quarter_of(now_ms: u64) -> (u64, usize) {
+    (now_ms / HOUR_MS, usize::try_from(now_ms % HOUR_MS / QUARTER_MS).unwrap_or(0))
+}
+
 /// One worker's view of the timeline: each slot's label fingerprint, computed at configure time
 /// (8 bytes per slot), so counting a call formats nothing but its key.
 pub struct Timeline {
@@ -138,11 +143,15 @@ impl Timeline {
     /// failure loses this call from the buckets (the metrics still have it): reports are not
     /// worth failing a call for.
     pub fn record(&self, call: &Call, now_ms: u64, store: &mut dyn Store) {
-        let Some(&fp) = self.fingerprints.get(call.slot as usize) else { return };
-        let hour = now_ms / HOUR_MS;
-        let q = usize::try_from(now_ms % HOUR_MS / QUARTER_MS).unwrap_or(0);
-        let key = timeline_key(call.slot, hour);
-        let acc = Acc::call(call);
+        let (hour, q) = quarter_of(now_ms);
+        self.add(call.slot, hour, q, &Acc::call(call), store);
+    }
+
+    /// Adds `acc` (calls that ended in quarter `q` of `hour`) to slot `slot`'s record: one read
+    /// and one write (again on a CAS conflict with another worker).
+    pub fn add(&self, slot: u32, hour: u64, q: usize, acc: &Acc, store: &mut dyn Store) {
+        let Some(&fp) = self.fingerprints.get(slot as usize) else { return };
+        let key = timeline_key(slot, hour);
         for _ in 0..RETRIES {
             let (cur, cas) = match store.get(&key) {
                 Ok(Some(v)) => v,
@@ -154,7 +163,7 @@ impl Timeline {
                 }
                 Err(_) => return,
             };
-            let Some(new) = add(&cur, fp, hour, q, &acc) else { return };
+            let Some(new) = add(&cur, fp, hour, q, acc) else { return };
             match store.set(&key, &new, cas) {
                 Ok(()) | Err(SetError::Host) => return,
                 Err(SetError::CasMismatch) => continue,

@@ -98,9 +98,12 @@ fn the_estimate_counts_every_table() {
     assert_eq!(est.config_host, 3 * memory::HOST_PER_SUBSCRIPTION);
     let idle = memory::WASM_BASELINE + est.usage_stats.bytes + est.config_host + 3 * est.config_per_vm;
     assert_eq!(est.wasm_idle(2), idle);
-    // Growth: every entry, and the histograms of every label set on each worker.
+    // Growth: every entry, and on each worker the histograms of every label set and a usage
+    // batch with every label set (fewer than the batch's cap here).
     let hist = est.usage_stats.entries * memory::HISTOGRAMS_PER_SLOT_PER_WORKER;
-    assert_eq!(est.growth(2), est.store_bytes() + 2 * hist);
+    let batch = est.usage_stats.entries * memory::USAGE_BATCH_ENTRY;
+    assert!(est.usage_stats.entries < memory::USAGE_BATCH_SLOTS);
+    assert_eq!(est.growth(2), est.store_bytes() + 2 * (hist + batch));
     assert!(est.wasm_idle(2) > est.native_idle());
     // A rate limit service without a local fallback keeps no counter table here.
     c["limits_store"] = json!({"rls": {"cluster": "rls"}});
