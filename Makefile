@@ -274,6 +274,14 @@ bench-ablation: rust-targets wasm-opt $(VENV)/.ok wrk perf-deps
 	cargo build --release --target wasm32-wasip1 $(EMPTY_FILTER)
 	$(PY) bench/ablation.py
 
+# The core's decision per request in V8 (node's WASI), built as mlgate.wasm is (wasm32-wasip1,
+# opt-level z): what mlgate's own code costs in the VM, without the host (README "Where the time goes").
+.PHONY: bench-core-wasm
+bench-core-wasm: rust-targets
+	@command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
+	cargo build -q --release --target wasm32-wasip1 -p mlgate-core --example wasm_decide
+	node --no-warnings bench/wasi.mjs target/wasm32-wasip1/release/examples/wasm_decide.wasm
+
 lint-ablation: rust-targets
 	@for f in $(ABLATE_FEATURES); do cargo clippy -q -p mlgate-wasm --target wasm32-wasip1 --lib --features $$f -- -D warnings || exit 1; done
 
