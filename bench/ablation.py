@@ -40,7 +40,7 @@ PERF_SECONDS = int(os.environ.get("ABLATION_PERF_SECONDS", "8"))
 PERF_HZ = 2000
 # The action each variant leaves out (its feature is mlgate-wasm/ablate-<name>).
 ACTIONS = {
-    "header-write": "the upstream header write (set_header_map_pairs; also the route re-match it causes)",
+    "header-write": "the upstream header edits (replace/remove/add_header_map_value; also the route re-match they cause)",
     "export": "the filter-state export (4 set_property)",
     "response-headers": "the 3 RateLimit-* response headers (add_header_map_value)",
     "metrics": "the usage metric updates in on_log (increment_metric / record_metric)",

@@ -8,7 +8,7 @@ use crate::state::{guard, now_ms, now_ns, stream, Config, Stream};
 use crate::store::ProcessStore;
 use abi::Filter;
 use mlgate_core::local::LocalHost;
-use mlgate_core::{export, Admission, Connection, Outcome, Reply, Request, Store};
+use mlgate_core::{export, Admission, Connection, Edit, Outcome, Reply, Request, Store};
 use mlgate_envoy::local;
 use mlgate_envoy::stream::{reply_parts, Forwarded};
 use mlgate_remote::flow::First;
@@ -235,19 +235,11 @@ fn decide<'g>(f: &Filter, st: &mut Stream, config: &'g Config, body: Option<&[u8
             return Plan::Local(r);
         }
     }
-    judge(f, st, config, &headers, &req, start, now)
+    judge(f, st, config, &req, start, now)
 }
 
 /// `admit`, and what to do with its outcome (while the request headers are borrowed).
-fn judge<'g>(
-    f: &Filter,
-    st: &mut Stream,
-    config: &'g Config,
-    headers: &[(&[u8], &[u8])],
-    req: &Request<'_>,
-    start_ns: u64,
-    now: u64,
-) -> Plan<'g> {
+fn judge<'g>(f: &Filter, st: &mut Stream, config: &'g Config, req: &Request<'_>, start_ns: u64, now: u64) -> Plan<'g> {
     let gw = &config.gateway;
     let Admission { outcome, events } = match rls::admit(f, st, gw, req, now, &mut Downstream(f)) {
         First::Decided { admission, .. } => admission,
@@ -267,15 +259,17 @@ fn judge<'g>(
         // Asked for the body it was given: never forwarded unjudged.
         Outcome::ReadBody(_) => Plan::Local(mlgate_core::reply::internal_error()),
         Outcome::Forward(mut fwd) => {
-            let mut upstream = Vec::with_capacity(headers.len() + 3);
-            fwd.upstream_headers(gw, req, &mut upstream);
-            // The ABI sets or removes one name at a time (no whole-map replace): the names
-            // whose values differ, as the core computes them for the Wasm host too.
-            let edits = mlgate_core::header_edits(headers, &upstream)
+            // The ABI sets or removes one name at a time: the core's edits, as the Wasm host
+            // applies them (a set replaces every value, so an add is a set too).
+            let mut list = Vec::with_capacity(8);
+            fwd.upstream_edits(gw, req, &mut list);
+            let edits = list
                 .into_iter()
-                .map(|e| (e.name.to_ascii_lowercase(), e.values.into_iter().map(<[u8]>::to_vec).collect()))
+                .map(|e| match e {
+                    Edit::Add(name, value) | Edit::Replace(name, value) => (name.to_ascii_lowercase(), vec![value.to_vec()]),
+                    Edit::Remove(name) => (name.to_ascii_lowercase(), Vec::new()),
+                })
                 .collect();
-            drop(upstream);
             let plan_upstream = Forwarded::of(gw, &fwd);
             let exports = export::properties(gw.settings.export_metadata, &fwd.identity);
             // Taken once the headers that depend on it (no content-length) were planned.

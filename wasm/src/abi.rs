@@ -11,9 +11,9 @@ extern "C" {
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
     fn proxy_get_buffer_bytes(buffer_type: u32, start: usize, max_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_get_header_map_pairs(map_type: u32, data: *mut *mut u8, size: *mut usize) -> u32;
-    fn proxy_set_header_map_pairs(map_type: u32, data: *const u8, size: usize) -> u32;
     fn proxy_add_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_remove_header_map_value(map_type: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_replace_header_map_value(map_type: u32, key: *const u8, key_size: usize, value: *const u8, value_size: usize) -> u32;
     fn proxy_get_property(path: *const u8, path_size: usize, data: *mut *mut u8, size: *mut usize) -> u32;
     fn proxy_set_property(path: *const u8, path_size: usize, value: *const u8, value_size: usize) -> u32;
     #[allow(clippy::too_many_arguments)]
@@ -156,23 +156,24 @@ pub fn serialize_header_map(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
     out
 }
 
-pub fn set_header_map(map: u32, pairs: &[(&[u8], &[u8])]) -> bool {
-    let _p = super::profile::host(super::profile::Host::SetHeaderPairs);
-    let buf = serialize_header_map(pairs);
-    // SAFETY: pointer and length come from a live Vec.
-    unsafe { proxy_set_header_map_pairs(map, buf.as_ptr(), buf.len()) == OK }
-}
-
-pub fn add_header(map: u32, key: &str, value: &str) {
+pub fn add_header(map: u32, key: &[u8], value: &[u8]) -> bool {
     let _p = super::profile::host(super::profile::Host::AddHeader);
-    // SAFETY: pointers and lengths come from live &strs.
-    unsafe { proxy_add_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len()) };
+    // SAFETY: pointers and lengths come from live slices.
+    unsafe { proxy_add_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len()) == OK }
 }
 
-pub fn remove_header(map: u32, key: &str) {
+/// Sets the value of a header that is there once (Envoy's `setCopy`).
+pub fn replace_header(map: u32, key: &[u8], value: &[u8]) -> bool {
+    let _p = super::profile::host(super::profile::Host::ReplaceHeader);
+    // SAFETY: pointers and lengths come from live slices.
+    unsafe { proxy_replace_header_map_value(map, key.as_ptr(), key.len(), value.as_ptr(), value.len()) == OK }
+}
+
+/// Removes every value of a header.
+pub fn remove_header(map: u32, key: &[u8]) -> bool {
     let _p = super::profile::host(super::profile::Host::RemoveHeader);
-    // SAFETY: pointer and length come from a live &str.
-    unsafe { proxy_remove_header_map_value(map, key.as_ptr(), key.len()) };
+    // SAFETY: pointer and length come from a live slice.
+    unsafe { proxy_remove_header_map_value(map, key.as_ptr(), key.len()) == OK }
 }
 
 /// A property by its path (parts separated by NUL, e.g. `b"source\0address"`).

@@ -9,7 +9,7 @@ use super::streams::{with_stream, Stream};
 use super::{profile, rls};
 use mlgate_core::local::LocalHost;
 use mlgate_core::reply::{self, Reply};
-use mlgate_core::{export, Admission, Connection, Outcome, Request, Store};
+use mlgate_core::{export, Admission, Connection, Edit, Outcome, Request, Store};
 use mlgate_envoy::local;
 use mlgate_envoy::stream::{reply_parts, Forwarded};
 
@@ -175,23 +175,18 @@ fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent
         }
         Outcome::PassThrough { strip } => {
             for name in strip.iter().flatten() {
-                abi::remove_header(abi::REQUEST_HEADERS, name);
+                abi::remove_header(abi::REQUEST_HEADERS, name.as_bytes());
             }
             Verdict::Continue
         }
         Outcome::ReadBody(fwd) => {
-            let mut upstream = Vec::with_capacity(headers.len() + 3);
-            fwd.upstream_headers(&gw, &req, &mut upstream);
-            if !abi::set_header_map(abi::REQUEST_HEADERS, &upstream) {
+            if !write_upstream(&gw, &fwd, &req) {
                 reply(st, &reply::internal_error());
                 return Verdict::Pause;
             }
             Verdict::ReadBody
         }
         Outcome::Forward(fwd) => {
-            // One host call for the whole rewrite (each crossing costs more than the planning).
-            let mut upstream = Vec::with_capacity(headers.len() + 3);
-            fwd.upstream_headers(&gw, &req, &mut upstream);
             let new_body = fwd.tokens.as_ref().and_then(|t| t.body.as_deref());
             let body_ok = match (new_body, body) {
                 (Some(b), Some(old)) => abi::set_buffer(abi::REQUEST_BODY, old.len(), b),
@@ -199,7 +194,7 @@ fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent
             };
             // Bench builds with `ablate-header-write` skip the write (and send the request unrewritten).
             let write = !headers_sent && !cfg!(feature = "ablate-header-write");
-            if !body_ok || (write && !abi::set_header_map(abi::REQUEST_HEADERS, &upstream)) {
+            if !body_ok || (write && !write_upstream(&gw, &fwd, &req)) {
                 // Never forward a request whose key and credentials were not rewritten, nor
                 // one whose body lacks the bound its reservation counted on.
                 reply(st, &reply::internal_error());
@@ -215,6 +210,19 @@ fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent
             Verdict::Continue
         }
     }
+}
+
+/// The upstream rewrite as the core's header edits, one host call each (`:path`,
+/// `:authority`, the key removed, the credential and identity set): fewer and cheaper than
+/// rewriting the whole map (issue 20). `false`: the host refused one.
+fn write_upstream(gw: &mlgate_core::Gateway, fwd: &mlgate_core::Forward<'_, '_>, req: &Request<'_>) -> bool {
+    let mut edits = Vec::with_capacity(8);
+    fwd.upstream_edits(gw, req, &mut edits);
+    edits.iter().all(|e| match *e {
+        Edit::Add(name, value) => abi::add_header(abi::REQUEST_HEADERS, name, value),
+        Edit::Replace(name, value) => abi::replace_header(abi::REQUEST_HEADERS, name, value),
+        Edit::Remove(name) => abi::remove_header(abi::REQUEST_HEADERS, name),
+    })
 }
 
 /// An answer arrived: the waiting stream (if any) becomes the effective context, is judged

@@ -110,7 +110,7 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _headers: usize, _end_of_st
         for (k, v) in st.acct.response_started(now_ns, status.as_deref()) {
             // Bench builds with `ablate-response-headers` add none.
             if !cfg!(feature = "ablate-response-headers") {
-                abi::add_header(abi::RESPONSE_HEADERS, &k, &v);
+                abi::add_header(abi::RESPONSE_HEADERS, k.as_bytes(), v.as_bytes());
             }
         }
         if let (Some((held, status)), Some(gw)) = (st.acct.status_known(status.as_deref()), st.gateway.clone()) {

@@ -18,7 +18,6 @@
 
 pub mod admit;
 pub mod config;
-pub mod edits;
 pub mod json;
 pub mod keys;
 pub mod limits;
@@ -36,10 +35,9 @@ pub mod usage;
 pub mod testkit;
 
 pub use admit::{
-    address_without_port, admit, export, record_bandwidth, Admission, Connection, Event, Events, Forward, Identity, Outcome, Request,
+    address_without_port, admit, export, record_bandwidth, Admission, Connection, Edit, Event, Events, Forward, Identity, Outcome, Request,
 };
 pub use config::{ConfigError, Environment, ProcessEnv, MAX_ID_BYTES, MAX_RATE_LIMIT_CALLS};
-pub use edits::{header_edits, HeaderEdit};
 pub use keys::Digest;
 pub use limits::{create_if_absent, HostError, SetError, Store, SENTINEL_KEY};
 pub use model::{ExportMetadata, FailureMode, Gateway, LimitsStore, OnFailure, RlsSettings, SubscriptionState, Unmatched};

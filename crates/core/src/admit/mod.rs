@@ -21,6 +21,7 @@ pub use events::{Event, Events};
 pub use identify::Identity;
 pub use outcome::{Admission, Forward, Outcome};
 pub use request::{address_without_port, Connection, Request};
+pub use rewrite::Edit;
 
 use crate::limits::{self, Ctx, DenialKind, Grant, Plan, Spec, Store, Verdict, MAX_SPECS};
 use crate::model::{Counter, FailureMode, Gateway};

@@ -69,3 +69,67 @@ impl Forward<'_, '_> {
         }
     }
 }
+
+/// One change to the client's request headers, one host call each (names as the
+/// configuration spells them; Envoy lower-cases them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edit<'a> {
+    /// The name is not there: add it.
+    Add(&'a [u8], &'a [u8]),
+    /// The name is there once: its value replaced.
+    Replace(&'a [u8], &'a [u8]),
+    /// Every value of the name removed.
+    Remove(&'a [u8]),
+}
+
+impl Forward<'_, '_> {
+    /// The upstream request of [`Forward::upstream_headers`], as the few changes that make it
+    /// from the client's headers: `:path` and `:authority` replaced, the key and any client
+    /// copies of the credential and identity headers removed, then the backend key and the
+    /// caller's identity set, each ending with exactly one value. Five or six host calls
+    /// instead of rewriting the whole map (issue 20), and no list compared with another.
+    pub fn upstream_edits<'a>(&'a self, gw: &'a Gateway, req: &'a Request<'_>, out: &mut Vec<Edit<'a>>) {
+        let s = &gw.settings;
+        let id = &self.identity;
+        let api = id.api;
+        let count = |name: &[u8]| req.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count();
+        // What the backend gets set (a keyless call of an open product has no subscription id,
+        // a subscription scoped to APIs no product: no header rather than an empty one).
+        let sets: [Option<(&'a [u8], &'a [u8])>; 3] = [
+            Some((id.credential.header.as_bytes(), id.credential.value.as_bytes())),
+            (!id.sub.id.is_empty()).then_some((s.subscription_id_header.as_bytes(), id.sub.id.as_bytes())),
+            (!id.product.id.is_empty()).then_some((s.product_id_header.as_bytes(), id.product.id.as_bytes())),
+        ];
+        let is_set = |name: &[u8]| sets.iter().flatten().any(|(n, _)| n.eq_ignore_ascii_case(name));
+        for (name, value) in [(b":path".as_slice(), self.upstream_path.as_slice()), (b":authority", api.service_authority.as_bytes())] {
+            if req.headers.iter().find(|(k, _)| *k == name).is_some_and(|(_, v)| *v != value) {
+                out.push(Edit::Replace(name, value));
+            }
+        }
+        let metered: [&'a [u8]; 2] = [b"accept-encoding", b"content-length"];
+        let stripped: [&'a [u8]; 5] = [
+            b"authorization",
+            id.credential.header.as_bytes(),
+            api.key_header_lc.as_bytes(),
+            s.subscription_id_header.as_bytes(),
+            s.product_id_header.as_bytes(),
+        ];
+        let removed = stripped.into_iter().chain(metered.into_iter().filter(|_| self.tokens.is_some()));
+        for (i, name) in removed.enumerate() {
+            let first = !stripped.iter().chain(&metered).take(i).any(|n| n.eq_ignore_ascii_case(name));
+            if first && !is_set(name) && count(name) > 0 {
+                out.push(Edit::Remove(name));
+            }
+        }
+        for (name, value) in sets.into_iter().flatten() {
+            match count(name) {
+                0 => out.push(Edit::Add(name, value)),
+                1 => out.push(Edit::Replace(name, value)),
+                _ => {
+                    out.push(Edit::Remove(name));
+                    out.push(Edit::Add(name, value));
+                }
+            }
+        }
+    }
+}

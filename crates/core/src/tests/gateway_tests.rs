@@ -212,6 +212,72 @@ fn upstream_headers_replace_credentials_and_identity() {
     );
 }
 
+/// Envoy's header map after `edits`: names lower-cased; add appends, replace sets the one
+/// value in place, remove drops every value.
+fn apply_edits(original: &[(&[u8], &[u8])], edits: &[crate::admit::Edit<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::admit::Edit;
+    let mut map: Vec<(Vec<u8>, Vec<u8>)> = original.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
+    for e in edits {
+        match *e {
+            Edit::Add(n, v) => map.push((n.to_ascii_lowercase(), v.to_vec())),
+            Edit::Replace(n, v) => {
+                let n = n.to_ascii_lowercase();
+                assert_eq!(map.iter().filter(|(k, _)| *k == n).count(), 1, "replace of a name that is not there once");
+                if let Some(e) = map.iter_mut().find(|(k, _)| *k == n) {
+                    e.1 = v.to_vec();
+                }
+            }
+            Edit::Remove(n) => {
+                let n = n.to_ascii_lowercase();
+                map.retain(|(k, _)| *k != n);
+            }
+        }
+    }
+    map.sort();
+    map
+}
+
+#[test]
+fn upstream_edits_make_the_upstream_headers() {
+    let mut cfg = demo();
+    // A credential header of its own: the client's Authorization is then removed, not replaced.
+    cfg["apis"][1]["backend_credentials"][0]["header"] = json!("Api-Key");
+    let gw = gateway(&cfg);
+    let cases: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![
+        req("POST", RRS, &[("ocp-apim-subscription-key", "alice-1"), ("content-type", "application/json")]),
+        req(
+            "POST",
+            RRS,
+            &[
+                ("ocp-apim-subscription-key", "alice-1"),
+                ("authorization", "Basic client"),
+                ("x-mlgate-subscription-id", "forged"),
+                ("x-mlgate-product-id", "forged"),
+                ("x-mlgate-subscription-id", "forged-again"),
+            ],
+        ),
+        req("POST", &RRS.replace('?', "?subscription-key=alice-2&"), &[("authorization", "a"), ("authorization", "b")]),
+        req("GET", "/other/ping/7?v=2&mode=fast", &[("x-key", "bob-1"), ("authorization", "Bearer mine"), ("api-key", "x")]),
+    ];
+    let mut seen_remove = false;
+    for h in &cases {
+        let v = view(h);
+        let request = Request::from_headers(&v);
+        let f = forward(admit(&gw, &request, 1_700_000_000_000, &mut Conn::default(), &mut MemStore::default()).outcome);
+        let mut wanted = Vec::new();
+        f.upstream_headers(&gw, &request, &mut wanted);
+        let mut wanted: Vec<(Vec<u8>, Vec<u8>)> = wanted.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
+        wanted.sort();
+        let mut edits = Vec::new();
+        f.upstream_edits(&gw, &request, &mut edits);
+        assert_eq!(apply_edits(&v, &edits), wanted, "{edits:?}");
+        // Few calls: at most one edit per changed name, plus a remove before an add for a repeated one.
+        assert!(edits.len() <= 8, "{edits:?}");
+        seen_remove |= edits.iter().any(|e| matches!(e, crate::admit::Edit::Remove(_)));
+    }
+    assert!(seen_remove);
+}
+
 #[test]
 fn longest_api_suffix_wins() {
     let mut cfg = demo();
