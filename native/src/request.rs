@@ -302,8 +302,10 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>, at: At) -> u32 {
             at.stopped()
         }
         Plan::Strip(strip) => {
-            for name in strip.iter().flatten() {
-                f.set_header(abi::REQUEST_HEADER, name.as_bytes(), None);
+            // Never forward a client's copy of the identity headers: a failed removal is a 500.
+            if !strip.iter().flatten().all(|name| f.set_header(abi::REQUEST_HEADER, name.as_bytes(), None)) {
+                send_reply(f, st, &mlgate_core::reply::internal_error());
+                return at.stopped();
             }
             abi::CONTINUE
         }

@@ -222,7 +222,8 @@ def test_match_is_exported_to_filter_state_and_access_log(gw):
     r = gw.request("DELETE", "/azureml-demo/workspaces/ws9/services/svc9/jobs/abc?api-version=2.0",
                    {"Ocp-Apim-Subscription-Key": "alice-primary", "X-Test-Id": "state"})
     assert r.status == 200
-    # Default: one property, wasm.mlgate (one host call).
+    # The combined export (the harness turns it on: its access log reads it): one property,
+    # wasm.mlgate (one host call).
     line = gw.access_line("state")
     assert line == ("meta=api=azureml-demo&operation=bes-delete&subscription=alice&product=starter"
                     "&workspace=ws9&service=svc9&jobid=abc&apiversion=2.0 "

@@ -122,20 +122,25 @@ pub fn header_map(map: u32) -> Option<Vec<u8>> {
     (status == OK).then(|| take(data, len))
 }
 
-/// Splits a serialized header map into (name, value) byte slices. A malformed map yields the
-/// pairs that could be read, never a panic.
-pub fn parse_header_map(buf: &[u8]) -> Vec<(&[u8], &[u8])> {
-    let rd = |at: usize| buf.get(at..at + 4).and_then(|b| b.try_into().ok()).map_or(0, u32::from_le_bytes) as usize;
-    let n = rd(0).min(buf.len() / 8);
+/// Splits a serialized header map into (name, value) byte slices; `None` (never a panic) for
+/// a malformed map. Whole or nothing: the rewrite removes headers by what it read, so a pair
+/// it could not read is a request it cannot rewrite.
+pub fn parse_header_map(buf: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let rd = |at: usize| buf.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes).map(|n| n as usize);
+    let n = rd(0)?;
+    if n > buf.len() / 8 {
+        return None;
+    }
     let mut out = Vec::with_capacity(n);
     let mut at = 4 + 8 * n;
     for i in 0..n {
-        let (klen, vlen) = (rd(4 + 8 * i), rd(8 + 8 * i));
-        let (Some(k), Some(v)) = (buf.get(at..at + klen), buf.get(at + klen + 1..at + klen + 1 + vlen)) else { break };
+        let (klen, vlen) = (rd(4 + 8 * i)?, rd(8 + 8 * i)?);
+        let k = buf.get(at..at.checked_add(klen)?)?;
+        let v = buf.get(at + klen + 1..(at + klen + 1).checked_add(vlen)?)?;
         out.push((k, v));
         at += klen + vlen + 2;
     }
-    out
+    Some(out)
 }
 
 pub fn serialize_header_map(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {

@@ -11,6 +11,7 @@ use mlgate_usage::batch::Batch;
 use mlgate_usage::extremes::Extremes;
 use mlgate_usage::timeline::Timeline;
 use std::cell::RefCell;
+use std::rc::{Rc, Weak};
 
 /// Counter ids in Envoy's stats (`wasmcustom.mlgate.*`), one per core event.
 #[derive(Clone, Copy)]
@@ -42,8 +43,34 @@ pub(crate) struct Usage {
 /// How often each worker writes its batch: reports and counters lag by at most this.
 pub(crate) const TICK_MS: u32 = 1000;
 
+thread_local! {
+    /// Every configuration's usage alive in this VM: the current one, and one replaced by a
+    /// reconfiguration while its last streams finish (they count into it).
+    static LIVE: RefCell<Vec<Weak<Usage>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes the batch of every configuration alive in this VM (this worker's counts).
+pub(crate) fn flush_all() {
+    let live: Vec<Rc<Usage>> = LIVE.with(|l| l.try_borrow().map(|l| l.iter().filter_map(Weak::upgrade).collect()).unwrap_or_default());
+    for u in &live {
+        u.flush();
+    }
+}
+
 impl Usage {
-    pub(crate) fn define(gw: &Gateway) -> Usage {
+    /// The usage of a configuration just accepted, known to [`flush_all`].
+    pub(crate) fn shared(gw: &Gateway) -> Rc<Usage> {
+        let u = Rc::new(Usage::define(gw));
+        LIVE.with(|l| {
+            if let Ok(mut l) = l.try_borrow_mut() {
+                l.retain(|w| w.strong_count() > 0);
+                l.push(Rc::downgrade(&u));
+            }
+        });
+        u
+    }
+
+    fn define(gw: &Gateway) -> Usage {
         let ids = SlotTable::define(gw, |kind, name| {
             let kind = match kind {
                 Kind::Counter => abi::COUNTER,

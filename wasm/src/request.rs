@@ -29,8 +29,8 @@ impl Connection for Downstream {
 }
 
 /// What local endpoints (portal, admin) read from the host: shared data, which they only
-/// read, and metrics. Before the first read, this worker's usage batch is written, so a report
-/// it serves has every call it counted (other workers' at most a tick late).
+/// read, and metrics. Before the first read, this worker's usage batches are written, so a
+/// report it serves has every call it counted (other workers' at most a tick late).
 struct LocalAbi<'u> {
     store: SharedData,
     usage: Option<&'u Usage>,
@@ -41,9 +41,7 @@ impl LocalAbi<'_> {
     fn flush_once(&mut self) {
         if !self.flushed {
             self.flushed = true;
-            if let Some(u) = self.usage {
-                u.flush();
-            }
+            super::metrics::flush_all();
         }
     }
 }
@@ -136,7 +134,10 @@ fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent
         send_reply(&reply::internal_error());
         return Verdict::Pause;
     };
-    let headers = abi::parse_header_map(buf);
+    let Some(headers) = abi::parse_header_map(buf) else {
+        reply(st, &reply::internal_error());
+        return Verdict::Pause;
+    };
     let mut req = Request::from_headers(&headers);
     req.body = body;
     #[cfg(feature = "fault-injection")]
@@ -174,8 +175,10 @@ fn judge(id: u32, st: &mut Stream, buf: &[u8], body: Option<&[u8]>, headers_sent
             Verdict::Pause
         }
         Outcome::PassThrough { strip } => {
-            for name in strip.iter().flatten() {
-                abi::remove_header(abi::REQUEST_HEADERS, name.as_bytes());
+            // Never forward a client's copy of the identity headers: a failed removal is a 500.
+            if !strip.iter().flatten().all(|name| abi::remove_header(abi::REQUEST_HEADERS, name.as_bytes())) {
+                reply(st, &reply::internal_error());
+                return Verdict::Pause;
             }
             Verdict::Continue
         }

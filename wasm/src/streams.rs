@@ -116,7 +116,7 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> bool {
                 if let Ok(mut m) = r.try_borrow_mut() {
                     let entry = m.entry(root).or_insert(Root { gateway: None, stats: None, usage: None });
                     // Every usage metric of this configuration, defined once here.
-                    entry.usage = Some(Rc::new(Usage::define(&gw)));
+                    entry.usage = Some(Usage::shared(&gw));
                     entry.gateway = Some(Rc::new(gw));
                     if entry.stats.is_none() {
                         entry.stats = Some(Stats::define());
@@ -135,14 +135,12 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> bool {
     }
 }
 
-/// This worker's usage batch written out (counters and report buckets lag by at most a tick).
+/// This worker's usage batches written out, the current configuration's and any replaced one
+/// still finishing streams (counters and report buckets lag by at most a tick).
 #[no_mangle]
-pub extern "C" fn proxy_on_tick(root: u32) {
+pub extern "C" fn proxy_on_tick(_root: u32) {
     let _p = profile::callback(profile::Cb::Tick);
-    let usage = ROOTS.with(|r| r.try_borrow().ok().and_then(|m| m.get(&root).and_then(|root| root.usage.clone())));
-    if let Some(u) = usage {
-        u.flush();
-    }
+    super::metrics::flush_all();
 }
 
 #[no_mangle]

@@ -100,6 +100,38 @@ pub fn view(h: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
     h.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect()
 }
 
+/// Envoy's header map after `edits`: names lower-cased; add appends, replace sets the one
+/// value in place, remove drops every value.
+pub fn apply_edits(original: &[(&[u8], &[u8])], edits: &[crate::admit::Edit<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use crate::admit::Edit;
+    let mut map: Vec<(Vec<u8>, Vec<u8>)> = original.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
+    for e in edits {
+        match *e {
+            Edit::Add(n, v) => map.push((n.to_ascii_lowercase(), v.to_vec())),
+            Edit::Replace(n, v) => {
+                let n = n.to_ascii_lowercase();
+                assert_eq!(map.iter().filter(|(k, _)| *k == n).count(), 1, "replace of a name that is not there once");
+                if let Some(e) = map.iter_mut().find(|(k, _)| *k == n) {
+                    e.1 = v.to_vec();
+                }
+            }
+            Edit::Remove(n) => {
+                let n = n.to_ascii_lowercase();
+                map.retain(|(k, _)| *k != n);
+            }
+        }
+    }
+    map.sort();
+    map
+}
+
+/// [`crate::Forward::upstream_headers`] as [`apply_edits`] returns a map: names lower-cased, sorted.
+pub fn sorted_upstream(list: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>)> = list.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
+    out.sort();
+    out
+}
+
 /// A downstream connection with a fixed address and TLS state; counts what was asked.
 #[derive(Default)]
 pub struct Conn {

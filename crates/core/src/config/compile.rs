@@ -23,6 +23,16 @@ pub(super) fn compile(raw: RawConfig, env: &dyn Environment) -> Result<Gateway, 
     let mut api_key_envs = Vec::new();
     for (i, a) in raw.apis.into_iter().enumerate() {
         let api = compile_api(i, a, env, &mut api_key_envs)?;
+        // The backend's credential and the two identity headers are three different headers:
+        // one name for two of them would send the backend two values, or one overwriting the other.
+        for (j, c) in api.credentials.iter().enumerate() {
+            if c.header == settings.subscription_id_header || c.header == settings.product_id_header {
+                return Err(ConfigError::new(
+                    format!("apis[{i}].backend_credentials[{j}].header"),
+                    "must differ from subscription_id_header and product_id_header",
+                ));
+            }
+        }
         if apis.iter().any(|b| b.id == api.id) {
             return Err(ConfigError::new(format!("apis[{i}].id"), format!("duplicate API id \"{}\"", api.id)));
         }
@@ -101,6 +111,9 @@ fn compile_settings(raw: &RawConfig) -> Result<Settings, ConfigError> {
         if !is_header_name(v) {
             return Err(ConfigError::new(f, "not a valid HTTP header name"));
         }
+    }
+    if raw.subscription_id_header.eq_ignore_ascii_case(&raw.product_id_header) {
+        return Err(ConfigError::new("product_id_header", "must differ from subscription_id_header"));
     }
     if raw.max_cas_retries == 0 || raw.max_cas_retries > 10_000 {
         return Err(ConfigError::new("max_cas_retries", "must be 1..=10000"));

@@ -26,7 +26,7 @@ impl Gateway {
             return Err(ConfigError::new("configuration", "missing (set the plugin's `configuration`)"));
         }
         let raw: schema::RawConfig = serde_json::from_slice(json).map_err(|e| {
-            let path = jsonpath::path_at(json, e.line(), e.column());
+            let path = jsonpath::path_at(json, e.line(), e.column(), e.is_syntax() || e.is_eof());
             let field = if path.is_empty() { "configuration".to_string() } else { path };
             // serde_json's messages name fields and positions; they echo only the offending
             // scalar for type errors, which is never where a key belongs.

@@ -47,6 +47,15 @@ fn response_headers_and_export_are_off_unless_configured() {
 }
 
 #[test]
+fn the_credential_and_identity_headers_are_three_names() {
+    let (field, _) = refused(&with(demo(), |v| v["product_id_header"] = json!("X-Mlgate-Subscription-Id")));
+    assert_eq!(field, "product_id_header");
+    let (field, reason) = refused(&with(demo(), |v| v["apis"][0]["backend_credentials"][1]["header"] = json!("x-mlgate-product-id")));
+    assert_eq!(field, "apis[0].backend_credentials[1].header");
+    assert!(reason.contains("must differ"), "{reason}");
+}
+
+#[test]
 fn unparsable_json_is_refused() {
     let e = Gateway::from_json(b"{not json", &Env(vec![])).err().unwrap();
     assert_eq!(e.field, "configuration");
@@ -204,10 +213,13 @@ fn json_paths_from_error_positions() {
     let text = br#"{"apis": [{"id": "a"}, {"id": "b", "ops": [1, {"x": true}]}], "top": 1}"#;
     let at = |needle: &str| {
         let pos = text.windows(needle.len()).position(|w| w == needle.as_bytes()).unwrap() + needle.len();
-        path_at(text, 1, pos)
+        path_at(text, 1, pos, false)
     };
     assert_eq!(at(r#""id": "b""#), "apis[1].id");
     assert_eq!(at(r#""x": true"#), "apis[1].ops[1].x");
     assert_eq!(at(r#""top": 1"#), "top");
-    assert_eq!(path_at(b"{\n  \"a\": {\n    \"b\": 5", 3, 9), "a.b");
+    assert_eq!(path_at(b"{\n  \"a\": {\n    \"b\": 5", 3, 9, false), "a.b");
+    // In a syntax error a key counts once its `:` was read.
+    assert_eq!(path_at(b"{\n  \"a\": {\n    \"b\": 5", 3, 9, true), "a.b");
+    assert_eq!(path_at(br#"{"a": {"b" "secret" }"#, 1, 12, true), "a");
 }

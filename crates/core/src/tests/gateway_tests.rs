@@ -1,7 +1,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{demo, gateway, headers, view, Conn, MemStore};
+use super::support::{apply_edits, demo, gateway, headers, sorted_upstream, view, Conn, MemStore};
 use crate::admit::{admit, export, Forward, Outcome, Request};
 use crate::model::Gateway;
 use crate::reply::{Reply, INVALID_KEY, MISSING_KEY};
@@ -212,36 +212,13 @@ fn upstream_headers_replace_credentials_and_identity() {
     );
 }
 
-/// Envoy's header map after `edits`: names lower-cased; add appends, replace sets the one
-/// value in place, remove drops every value.
-fn apply_edits(original: &[(&[u8], &[u8])], edits: &[crate::admit::Edit<'_>]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use crate::admit::Edit;
-    let mut map: Vec<(Vec<u8>, Vec<u8>)> = original.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
-    for e in edits {
-        match *e {
-            Edit::Add(n, v) => map.push((n.to_ascii_lowercase(), v.to_vec())),
-            Edit::Replace(n, v) => {
-                let n = n.to_ascii_lowercase();
-                assert_eq!(map.iter().filter(|(k, _)| *k == n).count(), 1, "replace of a name that is not there once");
-                if let Some(e) = map.iter_mut().find(|(k, _)| *k == n) {
-                    e.1 = v.to_vec();
-                }
-            }
-            Edit::Remove(n) => {
-                let n = n.to_ascii_lowercase();
-                map.retain(|(k, _)| *k != n);
-            }
-        }
-    }
-    map.sort();
-    map
-}
-
 #[test]
 fn upstream_edits_make_the_upstream_headers() {
     let mut cfg = demo();
     // A credential header of its own: the client's Authorization is then removed, not replaced.
     cfg["apis"][1]["backend_credentials"][0]["header"] = json!("Api-Key");
+    // An open product on the other API: a keyless call has no subscription id to send.
+    cfg["products"].as_array_mut().unwrap().push(json!({"id": "open", "name": "Open", "apis": ["other"], "subscription_required": false}));
     let gw = gateway(&cfg);
     let cases: Vec<Vec<(Vec<u8>, Vec<u8>)>> = vec![
         req("POST", RRS, &[("ocp-apim-subscription-key", "alice-1"), ("content-type", "application/json")]),
@@ -258,6 +235,12 @@ fn upstream_edits_make_the_upstream_headers() {
         ),
         req("POST", &RRS.replace('?', "?subscription-key=alice-2&"), &[("authorization", "a"), ("authorization", "b")]),
         req("GET", "/other/ping/7?v=2&mode=fast", &[("x-key", "bob-1"), ("authorization", "Bearer mine"), ("api-key", "x")]),
+        // Names as a client may write them (Envoy lower-cases them; the core compares either way).
+        req("POST", RRS, &[("Ocp-Apim-Subscription-Key", "alice-1"), ("Authorization", "x"), ("X-Mlgate-Product-Id", "forged")]),
+        // The key in the header and in the query: both go.
+        req("POST", &RRS.replace('?', "?subscription-key=alice-1&"), &[("ocp-apim-subscription-key", "alice-1")]),
+        // Keyless, open product: no subscription id upstream, the forged one removed.
+        req("GET", "/other/ping/7?v=2&mode=fast", &[("x-mlgate-subscription-id", "forged"), ("api-key", "x")]),
     ];
     let mut seen_remove = false;
     for h in &cases {
@@ -266,11 +249,9 @@ fn upstream_edits_make_the_upstream_headers() {
         let f = forward(admit(&gw, &request, 1_700_000_000_000, &mut Conn::default(), &mut MemStore::default()).outcome);
         let mut wanted = Vec::new();
         f.upstream_headers(&gw, &request, &mut wanted);
-        let mut wanted: Vec<(Vec<u8>, Vec<u8>)> = wanted.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_vec())).collect();
-        wanted.sort();
         let mut edits = Vec::new();
         f.upstream_edits(&gw, &request, &mut edits);
-        assert_eq!(apply_edits(&v, &edits), wanted, "{edits:?}");
+        assert_eq!(apply_edits(&v, &edits), sorted_upstream(&wanted), "{edits:?}");
         // Few calls: at most one edit per changed name, plus a remove before an add for a repeated one.
         assert!(edits.len() <= 8, "{edits:?}");
         seen_remove |= edits.iter().any(|e| matches!(e, crate::admit::Edit::Remove(_)));

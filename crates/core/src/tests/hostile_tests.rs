@@ -255,11 +255,18 @@ fn generated_configs_are_refused_or_accepted_never_a_panic() {
 #[test]
 fn a_lost_colon_never_names_the_value_after_it() {
     // The parser stops at the string after the key; that string is a value (here a key the
-    // subscription holds), and the refusal names the key before it, never the value.
+    // subscription holds). In a syntax error only keys whose `:` was read are named.
     let text = demo().to_string().replace(r#""primary_key":"alice-1""#, r#""primary_key" "alice-1""#);
     let e = Gateway::from_json(text.as_bytes(), &Env(vec![])).err().unwrap();
     assert!(!e.to_string().contains("alice-1"), "{e}");
-    assert_eq!(e.field, "subscriptions[0].primary_key");
+    assert_eq!(e.field, "subscriptions[0]");
+    // A `:` lost after a key whose value follows on: the error is at the value, unnamed.
+    let text = demo().to_string().replace(r#""primary_key":"alice-1""#, r#""primary_key" "alice-1" "#);
+    let e = Gateway::from_json(text.as_bytes(), &Env(vec![])).err().unwrap();
+    assert!(!e.to_string().contains("alice-1"), "{e}");
+    // A data error (an unknown field) still names the key it is about.
+    let text = demo().to_string().replace(r#""primary_key":"alice-1""#, r#""primary_kee":"alice-1""#);
+    assert_eq!(Gateway::from_json(text.as_bytes(), &Env(vec![])).err().unwrap().field, "subscriptions[0].primary_kee");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use super::support::{gateway, headers, view, Conn, MemStore};
+use super::support::{apply_edits, gateway, headers, sorted_upstream, view, Conn, MemStore};
 use crate::admit::tokens::{settle, Metered};
 use crate::admit::{admit, Admission, Event, Outcome, Request};
 use crate::model::Gateway;
@@ -63,6 +63,11 @@ fn call_with(gw: &Gateway, store: &mut MemStore, now: u64, key: &str, body: Opti
         Outcome::Forward(f) => {
             let mut up = Vec::new();
             f.upstream_headers(gw, &req, &mut up);
+            // The hosts apply the edits: they make the same upstream request (a metered call
+            // loses accept-encoding and content-length too).
+            let mut edits = Vec::new();
+            f.upstream_edits(gw, &req, &mut edits);
+            assert_eq!(apply_edits(&v, &edits), sorted_upstream(&up), "{edits:?}");
             let t = f.tokens.as_ref().unwrap();
             Call {
                 status: 200,
