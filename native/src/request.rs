@@ -80,8 +80,9 @@ enum Plan<'g> {
         start_ns: u64,
     },
     Forward {
-        /// The core's header edits, copied out of Envoy's buffers (lower-case name, new values).
-        edits: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+        /// The core's header edits, copied out of Envoy's buffers: a lower-case name and its one
+        /// value, or `None` to remove it.
+        edits: Vec<(Vec<u8>, Option<Vec<u8>>)>,
         exports: Vec<(&'static str, String)>,
         /// Applied to the stream's accounting once the edits went through.
         upstream: Forwarded,
@@ -266,8 +267,8 @@ fn judge<'g>(f: &Filter, st: &mut Stream, config: &'g Config, req: &Request<'_>,
             let edits = list
                 .into_iter()
                 .map(|e| match e {
-                    Edit::Add(name, value) | Edit::Replace(name, value) => (name.to_ascii_lowercase(), vec![value.to_vec()]),
-                    Edit::Remove(name) => (name.to_ascii_lowercase(), Vec::new()),
+                    Edit::Add(name, value) | Edit::Replace(name, value) => (name.to_ascii_lowercase(), Some(value.to_vec())),
+                    Edit::Remove(name) => (name.to_ascii_lowercase(), None),
                 })
                 .collect();
             let plan_upstream = Forwarded::of(gw, &fwd);
@@ -321,12 +322,8 @@ fn apply(f: &mut Filter, st: &mut Stream, plan: Plan<'_>, at: At) -> u32 {
         Plan::Forward { edits, exports, upstream, body } => {
             // A body cut at `max_request_body_bytes` is never forwarded (the core refuses it).
             let mut ok = !matches!(at, At::Body { complete: false, .. });
-            for (name, values) in &edits {
-                let mut values = values.iter();
-                ok &= f.set_header(abi::REQUEST_HEADER, name, values.next().map(Vec::as_slice));
-                for v in values {
-                    ok &= f.add_header(abi::REQUEST_HEADER, name, v);
-                }
+            for (name, value) in &edits {
+                ok &= f.set_header(abi::REQUEST_HEADER, name, value.as_deref());
             }
             if let Some(body) = &body {
                 ok = ok && replace_body(f, at, body);

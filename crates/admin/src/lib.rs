@@ -92,17 +92,19 @@ fn reports(gw: &Gateway, kind: Report, req: &Request<'_>, now_ms: u64, host: &mu
         let mut next = |skip: usize| {
             // Absolute, as APIM's: the request's own scheme and authority (when it has them).
             // (Bytes that are not UTF-8 are left out: only parameters this ignores can have them.)
-            let text = |b: &[u8]| std::str::from_utf8(b).unwrap_or_default().to_string();
+            fn text(b: &[u8]) -> &str {
+                std::str::from_utf8(b).unwrap_or_default()
+            }
             let mut url = match (req.scheme, req.authority) {
                 (b"http" | b"https", a) if !a.is_empty() => format!("{}://{}", text(req.scheme), text(a)),
                 _ => String::new(),
             };
-            url.push_str(&text(path));
+            url.push_str(text(path));
             let mut sep = '?';
             for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
                 if !pair.starts_with(b"$skip=") && !pair.starts_with(b"%24skip=") {
                     url.push(sep);
-                    url.push_str(&text(pair));
+                    url.push_str(text(pair));
                     sep = '&';
                 }
             }

@@ -28,13 +28,15 @@ pub(super) fn upstream_path(api: &Api, rest: &str, query: &[u8]) -> Vec<u8> {
 }
 
 impl Forward<'_, '_> {
-    /// The complete upstream header list for a forwarded request, to be set in one host
-    /// call: the client's headers in order, minus the subscription key and any client copies
-    /// of `authorization` and the identity headers, with `:path` and `:authority` rewritten,
-    /// then the backend key and the caller's identity.
+    /// The complete upstream header list for a forwarded request: the client's headers in
+    /// order, minus the subscription key and any client copies of `authorization` and the
+    /// identity headers, with `:path` and `:authority` rewritten, then the backend key and the
+    /// caller's identity. The definition the hosts' [`Forward::upstream_edits`] are tested
+    /// against (no host sets a whole list), so built for tests only.
     /// For a call that carries tokens, `accept-encoding` goes too (mlgate reads the usage in
     /// the response, so it must not come compressed), and `content-length` (its body may be
     /// rewritten after these headers went on: Envoy frames whatever body follows).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn upstream_headers<'a>(&'a self, gw: &'a Gateway, req: &'a Request<'_>, out: &mut Vec<(&'a [u8], &'a [u8])>) {
         let s = &gw.settings;
         let id = &self.identity;
